@@ -1,0 +1,65 @@
+"""Composition root: builds the store, services and pipeline, and wires them together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wattwatch.config import Settings
+from wattwatch.errors import ConfigError
+from wattwatch.ingest.pipeline import IngestPipeline
+from wattwatch.ingest.stats import IngestStats
+from wattwatch.queries.service import QueryService
+from wattwatch.registry.service import Bootstrap, RegistryService
+from wattwatch.store.sqlite import SqliteStore
+
+
+def open_store(settings: Settings, *, lock: bool) -> SqliteStore:
+    url = settings.store_url()
+    if url.startswith("sqlite:"):
+        return SqliteStore(url, lock=lock)
+    raise ConfigError(
+        f"database URL {url.split('@')[-1]!r}: only sqlite is available in this version"
+    )
+
+
+@dataclass
+class Wattwatch:
+    """One running wattwatch: what the HTTP API, the broker and the CLI talk to."""
+
+    settings: Settings
+    store: SqliteStore
+    registry: RegistryService
+    queries: QueryService
+    pipeline: IngestPipeline
+    stats: IngestStats
+    bootstrap: Bootstrap | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, *, lock: bool = True) -> Wattwatch:
+        store = open_store(settings, lock=lock)
+        stats = IngestStats()
+        registry = RegistryService(store.registry, login_ttl_s=settings.login_token_ttl_s)
+        pipeline = IngestPipeline(
+            store,
+            store.registry,
+            stats,
+            queue_readings=settings.ingest_queue_readings,
+            batch_readings=settings.ingest_batch_readings,
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            registry=registry,
+            queries=QueryService(store, store.registry),
+            pipeline=pipeline,
+            stats=stats,
+        )
+
+    async def start(self) -> None:
+        await self.pipeline.start()
+
+    async def stop(self) -> None:
+        await self.pipeline.stop()
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,46 @@
+"""Settings: the only place environment variables (WATTWATCH_*) are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """wattwatch settings. Each field can be set as ``WATTWATCH_<FIELD>`` or by a CLI flag."""
+
+    model_config = SettingsConfigDict(env_prefix="WATTWATCH_", extra="ignore")
+
+    data_dir: Path = Field(Path("wattwatch-data"), description="where the SQLite store lives")
+    database_url: str | None = Field(
+        None, description="sqlite:///path or postgresql://… (overrides data_dir for the store)"
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=0, le=65535)
+    mqtt_enabled: bool = True
+    broker_url: str | None = Field(None, description="external broker, mqtt://user:pass@host:port")
+    # Ingest: how many readings may wait for the store before senders are slowed down.
+    ingest_queue_readings: int = Field(200_000, ge=1000)
+    ingest_batch_readings: int = Field(20_000, ge=1)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    login_token_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise ValueError("database_url must start with sqlite: or postgresql:")
+        return value
+
+    def store_url(self) -> str:
+        """The database URL actually used: explicit, or the SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'wattwatch.db').resolve()}"

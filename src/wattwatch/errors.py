@@ -1,0 +1,65 @@
+"""The one hierarchy of wattwatch errors; the web layer maps them to HTTP answers in one place.
+
+    WattwatchError
+    ├── ConfigError            unsafe or impossible settings
+    ├── DataDirLocked          another process owns the data directory
+    ├── SchemaTooNew           the data was written by a newer wattwatch
+    ├── NotFound               no such record (or not visible to the caller: tenant isolation)
+    ├── Conflict               the record already exists / state forbids it
+    ├── InvalidInput           a request that cannot be carried out as given
+    ├── AuthError              missing or wrong credentials
+    │   └── Forbidden          authenticated, but the role does not allow it
+    ├── RateLimited            too many attempts; retry later
+    ├── DeviceTimeout          a device did not answer a command in time
+    └── Overloaded             ingest queue full for too long
+"""
+
+from __future__ import annotations
+
+
+class WattwatchError(Exception):
+    code = "error"
+
+
+class ConfigError(WattwatchError):
+    code = "config"
+
+
+class DataDirLocked(WattwatchError):
+    code = "data_dir_locked"
+
+
+class SchemaTooNew(WattwatchError):
+    code = "schema_too_new"
+
+
+class NotFound(WattwatchError):
+    code = "not_found"
+
+
+class Conflict(WattwatchError):
+    code = "conflict"
+
+
+class InvalidInput(WattwatchError):
+    code = "invalid_input"
+
+
+class AuthError(WattwatchError):
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+
+
+class RateLimited(WattwatchError):
+    code = "rate_limited"
+
+
+class DeviceTimeout(WattwatchError):
+    code = "device_timeout"
+
+
+class Overloaded(WattwatchError):
+    code = "overloaded"

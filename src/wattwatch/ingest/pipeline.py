@@ -1,0 +1,292 @@
+"""The one ingest pipeline: validate → normalise → dedupe → batch → store, with backpressure.
+
+Every protocol adapter hands ``Reading`` records of one device to ``IngestPipeline.ingest``.
+Validation and unit normalisation happen in the caller's task; the store is written by a
+single writer task that coalesces queued submissions into one transaction (group commit),
+so many small MQTT messages cost one commit, not one each. A submission returns only when
+its readings are committed, which is what lets MQTT QoS 1 and HTTP answer truthfully.
+
+The queue is bounded by readings, not submissions: when the store falls behind, ``submit``
+waits, the HTTP handler or MQTT session waits with it, and the sender is slowed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from wattwatch.domain import (
+    DEFAULT_CHANNEL,
+    MAX_FUTURE_MS,
+    METRICS,
+    MIN_TS_MS,
+    BatchResult,
+    Reading,
+    Rejection,
+    now_ms,
+)
+from wattwatch.errors import InvalidInput, WattwatchError
+from wattwatch.ingest.stats import IngestStats
+from wattwatch.store.base import CORE_METRICS, ChannelDirectory, ReadingStore, StoredRow
+
+log = logging.getLogger(__name__)
+
+_CORE_SET = frozenset(CORE_METRICS)
+_BOUNDS = {name: (spec.lo, spec.hi, spec.unit) for name, spec in METRICS.items()}
+
+
+@dataclass(slots=True)
+class CommittedBatch:
+    """Readings that just became durable, for live views, alerts and hooks."""
+
+    device_id: int
+    org_id: int | None
+    rows: list[StoredRow]
+    channel_names: dict[int, str] = field(default_factory=dict)
+
+
+Listener = Callable[[CommittedBatch], Awaitable[None] | None]
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    bounds = _BOUNDS.get(name)
+    if bounds is None:
+        return f"unknown metric {name!r}"
+    if value.__class__ is not float and value.__class__ is not int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name} must be a number, got {type(value).__name__}"
+    lo, hi, unit = bounds
+    if not lo <= value <= hi:  # NaN fails both comparisons
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{name} must be finite, got {value}"
+        return f"{name}={value} outside plausible range {lo:g}..{hi:g} {unit}".rstrip()
+    return None
+
+
+def normalise(
+    device_id: int,
+    readings: Sequence[Reading],
+    channels: ChannelDirectory,
+    received_ms: int,
+    indices: Sequence[int] | None = None,
+) -> tuple[list[StoredRow], list[int], list[Rejection]]:
+    """Validate and convert readings to stored rows.
+
+    Returns (rows, index of each row's reading, rejections). ``indices`` gives each reading's
+    position in the message or body it came from (default: its position in ``readings``). A reading is rejected whole
+    when any of its values is unusable: half a reading would make a misleading record.
+    """
+    rows: list[StoredRow] = []
+    where: list[int] = []
+    rejected: list[Rejection] = []
+    channel_ids: dict[str, int] = {}
+    lo_ts, hi_ts = MIN_TS_MS, received_ms + MAX_FUTURE_MS
+    for i, reading in enumerate(readings):
+        index = i if indices is None else indices[i]
+        values = reading.values
+        if not values:
+            rejected.append(Rejection(index, "reading has no metric values"))
+            continue
+        ts = received_ms if reading.ts_ms is None else reading.ts_ms
+        if not lo_ts <= ts <= hi_ts:
+            reason = (
+                f"timestamp {ts} is before 2000-01-01"
+                if ts < lo_ts
+                else f"timestamp {ts} is more than 5 min in the future"
+            )
+            rejected.append(Rejection(index, reason))
+            continue
+        problem = None
+        extra: dict[str, float] | None = None
+        for name, value in values.items():
+            problem = _value_problem(name, value)
+            if problem is not None:
+                break
+            if name not in _CORE_SET:
+                if extra is None:
+                    extra = {}
+                extra[name] = value
+        if problem is not None:
+            rejected.append(Rejection(index, problem))
+            continue
+        name = reading.channel or DEFAULT_CHANNEL
+        ch = channel_ids.get(name)
+        if ch is None:
+            try:
+                ch = channels.resolve_channel(device_id, name)
+            except InvalidInput as exc:
+                rejected.append(Rejection(index, str(exc)))
+                continue
+            channel_ids[name] = ch
+        p = values.get("power_w")
+        e = values.get("energy_wh")
+        v = values.get("voltage_v")
+        a = values.get("current_a")
+        rows.append(
+            StoredRow(
+                ch,
+                int(ts),
+                None if p is None else round(p * 1000),
+                None if e is None else round(e * 1000),
+                None if v is None else round(v * 1000),
+                None if a is None else round(a * 1000),
+                None if extra is None else orjson.dumps(extra).decode(),
+            )
+        )
+        where.append(index)
+    return rows, where, rejected
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        store: ReadingStore,
+        channels: ChannelDirectory,
+        stats: IngestStats,
+        *,
+        queue_readings: int = 200_000,
+        batch_readings: int = 20_000,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.stats = stats
+        self.queue_readings = queue_readings
+        self.batch_readings = batch_readings
+        self._queue: asyncio.Queue[tuple[list[StoredRow], asyncio.Future[list[int]]]] | None = (
+            None
+        )
+        self._queued = 0
+        self._space: asyncio.Condition | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every committed batch (live stream, alerts, hooks)."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._space = asyncio.Condition()
+        self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._queue is not None and self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queued_readings(self) -> int:
+        return self._queued
+
+    async def ingest(
+        self,
+        device: dict[str, Any],
+        readings: Sequence[Reading],
+        *,
+        indices: Sequence[int] | None = None,
+        rejected: Sequence[Rejection] = (),
+        received_ms: int | None = None,
+    ) -> BatchResult:
+        """Validate, store and announce ``readings`` of ``device``; answer once committed.
+
+        ``rejected`` are what the decoder already refused, counted and reported with the rest.
+        """
+        received = now_ms() if received_ms is None else received_ms
+        rows, _, bad = normalise(device["id"], readings, self.channels, received, indices)
+        result = BatchResult(rejected=sorted([*rejected, *bad], key=lambda r: r.index))
+        self.stats.rejected(len(result.rejected))
+        for rejection in result.rejected[:20]:
+            log.info("device %s: reading %d rejected: %s", device["uid"], rejection.index,
+                     rejection.reason)
+        if rows:
+            duplicates = await self.submit(rows)
+            result.duplicates = len(duplicates)
+            result.accepted = len(rows) - len(duplicates)
+            if duplicates:
+                dup = set(duplicates)
+                rows = [r for i, r in enumerate(rows) if i not in dup]
+            await self._announce(CommittedBatch(device["id"], device.get("org_id"), rows))
+        return result
+
+    async def submit(self, rows: list[StoredRow]) -> list[int]:
+        """Queue rows for the writer (waiting while the queue is full); return duplicates."""
+        if self._queue is None or self._space is None:
+            raise WattwatchError("ingest pipeline is not running")
+        need = min(len(rows), self.queue_readings)
+        async with self._space:
+            await self._space.wait_for(lambda: self._queued + need <= self.queue_readings)
+            self._queued += len(rows)
+        self.stats.queue_depth(self._queued)
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((rows, future))
+        return await future
+
+    async def _announce(self, batch: CommittedBatch) -> None:
+        for listener in self._listeners:
+            try:
+                outcome = listener(batch)
+                if outcome is not None:
+                    await outcome
+            except Exception:  # a listener must never break ingest
+                log.exception("ingest listener %r failed", listener)
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None and self._space is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            jobs = [first]
+            size = len(first[0])
+            while size < self.batch_readings and not self._queue.empty():
+                job = self._queue.get_nowait()
+                jobs.append(job)
+                size += len(job[0])
+            rows: list[StoredRow] = []
+            for job_rows, _ in jobs:
+                rows.extend(job_rows)
+            started = time.perf_counter()
+            try:
+                duplicates = await loop.run_in_executor(
+                    self._executor, self.store.write_readings, rows
+                )
+            except Exception as exc:
+                log.exception("store write of %d readings failed", len(rows))
+                for _, future in jobs:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                self.stats.committed(len(rows) - len(duplicates), len(duplicates),
+                                     time.perf_counter() - started)
+                offset = 0
+                it = iter(duplicates)
+                dup = next(it, None)
+                for job_rows, future in jobs:
+                    end = offset + len(job_rows)
+                    mine: list[int] = []
+                    while dup is not None and dup < end:
+                        mine.append(dup - offset)
+                        dup = next(it, None)
+                    if not future.done():
+                        future.set_result(mine)
+                    offset = end
+            finally:
+                async with self._space:
+                    self._queued -= size
+                    self._space.notify_all()
+                self.stats.queue_depth(self._queued)
+                for _ in jobs:
+                    self._queue.task_done()

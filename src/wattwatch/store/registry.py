@@ -1,0 +1,347 @@
+"""Registry persistence (SQLAlchemy Core): organisations, users, tokens, sites, devices, channels.
+
+Backend-neutral: the SQLite and PostgreSQL stores share it. Every query that a user can
+reach takes the caller's ``org_id``, so a record of another organisation is simply not found.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from wattwatch.domain import now_ms
+from wattwatch.errors import Conflict, InvalidInput, NotFound
+from wattwatch.store.schema import (
+    auth_tokens,
+    channels,
+    devices,
+    memberships,
+    organisations,
+    sites,
+    users,
+)
+
+# A device may grow channels by reporting them (multi-circuit panels), up to this many.
+MAX_CHANNELS_PER_DEVICE = 64
+
+Record = dict[str, Any]
+
+
+def _one(row: Any) -> Record:
+    return dict(row._mapping)
+
+
+class SqlRegistry:
+    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
+        self.engine = engine
+        self.read_engine = read_engine or engine
+        self._channel_ids: dict[tuple[int, str], int] = {}
+        self._channel_tz: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def forget_caches(self) -> None:
+        with self._lock:
+            self._channel_ids.clear()
+            self._channel_tz.clear()
+
+    def _read(self, stmt: Any) -> list[Record]:
+        with self.read_engine.connect() as conn:
+            return [_one(r) for r in conn.execute(stmt)]
+
+    def _read_one(self, stmt: Any, what: str) -> Record:
+        rows = self._read(stmt)
+        if not rows:
+            raise NotFound(f"{what} not found")
+        return rows[0]
+
+    # -- organisations and users ----------------------------------------------------------
+    def create_org(self, name: str) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    insert(organisations).values(name=name, created_ms=now_ms())
+                ).inserted_primary_key[0]
+            )
+
+    def first_org_id(self) -> int | None:
+        rows = self._read(select(organisations.c.id).order_by(organisations.c.id).limit(1))
+        return rows[0]["id"] if rows else None
+
+    def count_users(self) -> int:
+        with self.read_engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
+
+    def create_user(
+        self, email: str, password_hash: str, org_id: int, role: str, *, must_change: bool = False
+    ) -> int:
+        try:
+            with self.engine.begin() as conn:
+                uid = int(
+                    conn.execute(
+                        insert(users).values(
+                            email=email.lower(),
+                            password_hash=password_hash,
+                            must_change_password=must_change,
+                            created_ms=now_ms(),
+                        )
+                    ).inserted_primary_key[0]
+                )
+                conn.execute(insert(memberships).values(user_id=uid, org_id=org_id, role=role))
+                return uid
+        except IntegrityError:
+            raise Conflict(f"a user with email {email} already exists") from None
+
+    def user_by_email(self, email: str) -> Record | None:
+        rows = self._read(select(users).where(users.c.email == email.lower()))
+        return rows[0] if rows else None
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(password_hash=password_hash, must_change_password=False)
+            )
+
+    def memberships_of(self, user_id: int) -> list[Record]:
+        return self._read(
+            select(memberships.c.org_id, memberships.c.role).where(
+                memberships.c.user_id == user_id
+            )
+        )
+
+    def list_users(self, org_id: int) -> list[Record]:
+        return self._read(
+            select(users.c.id, users.c.email, memberships.c.role, users.c.created_ms)
+            .join(memberships, memberships.c.user_id == users.c.id)
+            .where(memberships.c.org_id == org_id)
+            .order_by(users.c.id)
+        )
+
+    # -- login tokens and API keys --------------------------------------------------------
+    def create_auth_token(
+        self,
+        token_hash: str,
+        *,
+        kind: str,
+        user_id: int,
+        org_id: int,
+        expires_ms: int | None,
+        scope: str | None = None,
+        name: str | None = None,
+    ) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    insert(auth_tokens).values(
+                        token_hash=token_hash,
+                        kind=kind,
+                        user_id=user_id,
+                        org_id=org_id,
+                        expires_ms=expires_ms,
+                        scope=scope,
+                        name=name,
+                        created_ms=now_ms(),
+                        revoked=False,
+                    )
+                ).inserted_primary_key[0]
+            )
+
+    def auth_token(self, token_hash: str) -> Record | None:
+        """The live token with this hash joined with its user's role in the token's org."""
+        rows = self._read(
+            select(
+                auth_tokens.c.id,
+                auth_tokens.c.kind,
+                auth_tokens.c.user_id,
+                auth_tokens.c.org_id,
+                auth_tokens.c.scope,
+                auth_tokens.c.expires_ms,
+                memberships.c.role,
+                users.c.email,
+            )
+            .join(
+                memberships,
+                (memberships.c.user_id == auth_tokens.c.user_id)
+                & (memberships.c.org_id == auth_tokens.c.org_id),
+            )
+            .join(users, users.c.id == auth_tokens.c.user_id)
+            .where(auth_tokens.c.token_hash == token_hash, auth_tokens.c.revoked.is_(False))
+        )
+        return rows[0] if rows else None
+
+    def revoke_auth_token(self, token_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(auth_tokens)
+                .where(auth_tokens.c.token_hash == token_hash)
+                .values(revoked=True)
+            )
+
+    # -- sites ----------------------------------------------------------------------------
+    def create_site(
+        self, org_id: int, name: str, timezone: str, tariff: Record, address: str | None
+    ) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    insert(sites).values(
+                        org_id=org_id,
+                        name=name,
+                        timezone=timezone,
+                        tariff=tariff,
+                        address=address,
+                        created_ms=now_ms(),
+                    )
+                ).inserted_primary_key[0]
+            )
+
+    def list_sites(self, org_id: int) -> list[Record]:
+        return self._read(select(sites).where(sites.c.org_id == org_id).order_by(sites.c.id))
+
+    def get_site(self, org_id: int, site_id: int) -> Record:
+        return self._read_one(
+            select(sites).where(sites.c.id == site_id, sites.c.org_id == org_id), "site"
+        )
+
+    def update_site(self, org_id: int, site_id: int, values: Record) -> None:
+        self.get_site(org_id, site_id)
+        with self.engine.begin() as conn:
+            conn.execute(update(sites).where(sites.c.id == site_id).values(**values))
+        self.forget_caches()
+
+    def delete_site(self, org_id: int, site_id: int) -> None:
+        self.get_site(org_id, site_id)
+        with self.engine.begin() as conn:
+            conn.execute(delete(sites).where(sites.c.id == site_id))
+        self.forget_caches()
+
+    # -- devices --------------------------------------------------------------------------
+    def create_device(
+        self, values: Record, channel_names: Iterable[str], *, submeter: bool = False
+    ) -> int:
+        try:
+            with self.engine.begin() as conn:
+                dev_id = int(
+                    conn.execute(
+                        insert(devices).values(created_ms=now_ms(), **values)
+                    ).inserted_primary_key[0]
+                )
+                for name in channel_names:
+                    conn.execute(
+                        insert(channels).values(
+                            device_id=dev_id, name=name, submeter=submeter, created_ms=now_ms()
+                        )
+                    )
+                return dev_id
+        except IntegrityError as exc:
+            raise Conflict(
+                "a device with this uid, or this protocol and topic, already exists"
+            ) from exc
+
+    def list_devices(self, org_id: int, site_id: int | None = None) -> list[Record]:
+        stmt = select(devices).where(devices.c.org_id == org_id)
+        if site_id is not None:
+            stmt = stmt.where(devices.c.site_id == site_id)
+        return self._read(stmt.order_by(devices.c.id))
+
+    def get_device(self, org_id: int, device_id: int) -> Record:
+        return self._read_one(
+            select(devices).where(devices.c.id == device_id, devices.c.org_id == org_id), "device"
+        )
+
+    def device_by(self, **where: Any) -> Record | None:
+        stmt = select(devices)
+        for key, value in where.items():
+            stmt = stmt.where(devices.c[key] == value)
+        rows = self._read(stmt)
+        return rows[0] if rows else None
+
+    def update_device(self, device_id: int, values: Record) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(devices).where(devices.c.id == device_id).values(**values))
+        except IntegrityError as exc:
+            raise Conflict("that uid, or protocol and topic, is taken by another device") from exc
+        self.forget_caches()
+
+    def delete_device(self, device_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(devices).where(devices.c.id == device_id))
+        self.forget_caches()
+
+    def site_channels(self, org_id: int, site_id: int) -> list[Record]:
+        """Channels of the site's devices that count toward its totals (not sub-meters)."""
+        return self._read(
+            select(channels.c.id, channels.c.name, devices.c.id.label("device_id"))
+            .join(devices, devices.c.id == channels.c.device_id)
+            .where(
+                devices.c.org_id == org_id,
+                devices.c.site_id == site_id,
+                channels.c.submeter.is_(False),
+            )
+            .order_by(channels.c.id)
+        )
+
+    # -- channels -------------------------------------------------------------------------
+    def list_channels(self, device_id: int) -> list[Record]:
+        return self._read(
+            select(channels).where(channels.c.device_id == device_id).order_by(channels.c.id)
+        )
+
+    def channel_ids_of(self, device_id: int, names: Iterable[str] | None = None) -> dict[str, int]:
+        stmt = select(channels.c.name, channels.c.id).where(channels.c.device_id == device_id)
+        if names is not None:
+            stmt = stmt.where(channels.c.name.in_(list(names)))
+        return {r["name"]: r["id"] for r in self._read(stmt)}
+
+    def resolve_channel(self, device_id: int, name: str) -> int:
+        """The id of channel ``name`` of the device, created on first use (bounded)."""
+        key = (device_id, name)
+        cached = self._channel_ids.get(key)
+        if cached is not None:
+            return cached
+        with self._lock:
+            found = self.channel_ids_of(device_id, [name])
+            if name not in found:
+                existing = len(self.channel_ids_of(device_id))
+                if existing >= MAX_CHANNELS_PER_DEVICE:
+                    raise InvalidInput(
+                        f"unknown channel {name!r}: the device already has "
+                        f"{MAX_CHANNELS_PER_DEVICE} channels"
+                    )
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(
+                            insert(channels).values(
+                                device_id=device_id, name=name, submeter=False,
+                                created_ms=now_ms(),
+                            )
+                        )
+                except IntegrityError:
+                    pass  # created concurrently
+                found = self.channel_ids_of(device_id, [name])
+            self._channel_ids[key] = found[name]
+            return found[name]
+
+    def channel_timezones(self, channel_ids: Iterable[int], cur: Any = None) -> dict[int, str]:
+        """Timezone of each channel's site (UTC for devices not placed on a site yet)."""
+        missing = [ch for ch in channel_ids if ch not in self._channel_tz]
+        if missing:
+            marks = ", ".join("?" * len(missing))
+            sql = (
+                "SELECT c.id, s.timezone FROM channels c JOIN devices d ON d.id = c.device_id "
+                f"LEFT JOIN sites s ON s.id = d.site_id WHERE c.id IN ({marks})"
+            )
+            if cur is not None:
+                rows = cur.execute(sql, missing).fetchall()
+            else:
+                with self.read_engine.connect() as conn:
+                    rows = conn.exec_driver_sql(sql, tuple(missing)).all()
+            for ch, tz in rows:
+                self._channel_tz[ch] = tz or "UTC"
+        return {ch: self._channel_tz.get(ch, "UTC") for ch in channel_ids}

@@ -1,0 +1,66 @@
+"""Device-facing HTTP: batch upload of readings with a device token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from wattwatch.errors import InvalidInput
+from wattwatch.ingest.http import BodyError, parse_batch
+from wattwatch.web.deps import DeviceToken, Services
+
+router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+
+_EXAMPLE = [
+    {"ts": 1732345678901, "channel": "mains", "power_w": 812.5, "voltage_v": 229.8},
+    {"ts": 1732345683901, "power_w": 790.0, "energy_wh": 123456.0},
+]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InvalidInput(f"body is larger than {limit} bytes; split the upload")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidInput(f"body is larger than {limit} bytes; split the upload")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/telemetry",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"example": _EXAMPLE},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "ts,channel,power_w,energy_wh\n1732345678901,mains,812.5,123456\n",
+                },
+            },
+        }
+    },
+)
+async def upload(request: Request, ww: Services, token: DeviceToken) -> dict[str, Any]:
+    """Upload a batch of readings (JSON array, NDJSON or CSV) with the device's token.
+
+    Answers ``{accepted, duplicates, rejected: [{index, reason}]}`` once the accepted
+    readings are committed. Re-sending a batch is harmless: what is stored is counted as
+    duplicates.
+    """
+    device = ww.registry.device_for_token(token)
+    body = await read_body(request, ww.settings.max_body_bytes)
+    try:
+        readings, indices, rejected = parse_batch(body, request.headers.get("content-type"))
+    except BodyError as exc:
+        raise InvalidInput(str(exc)) from None
+    result = await ww.pipeline.ingest(device, readings, indices=indices, rejected=rejected)
+    ww.stats.message("http", "ok")
+    return result.to_json()

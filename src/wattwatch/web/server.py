@@ -1,0 +1,40 @@
+"""The FastAPI application: routers, error boundary, lifespan tied to the services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from wattwatch import __version__
+from wattwatch.web import errors
+from wattwatch.web.api import auth, devices, health, sites, telemetry
+
+if TYPE_CHECKING:
+    from wattwatch.app import Wattwatch
+
+
+def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await ww.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await ww.stop()
+
+    app = FastAPI(
+        title="wattwatch",
+        version=__version__,
+        description="Real-time electricity monitoring: ingest, registry, queries.",
+        lifespan=lifespan,
+    )
+    app.state.ww = ww
+    errors.install(app)
+    for module in (auth, sites, devices, telemetry, health):
+        app.include_router(module.router)
+    return app
