@@ -32,8 +32,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(site_app, name="site")
 app.add_typer(device_app, name="device")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,

@@ -293,7 +293,8 @@ class SqliteStore:
             "SELECT bucket, ch, n, e FROM rollup_1d", "bucket", channel_ids, from_ms, to_ms, None
         )
         with self.read_engine.connect() as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(sql, params).all()]  # type: ignore[misc]
+            rows = conn.exec_driver_sql(sql, tuple(params)).all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def count_readings(self) -> int:
         with self.read_engine.connect() as conn:

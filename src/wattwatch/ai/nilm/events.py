@@ -139,5 +139,5 @@ def event_signatures(pairs: pd.DataFrame, minute_of_day: ArrayLike | None = None
     if minute_of_day is not None:
         mod = np.asarray(minute_of_day, dtype=float)[pairs["on_idx"].to_numpy()]
         ang = 2 * np.pi * mod / 1440.0
-        cols += [0.3 * np.sin(ang), 0.3 * np.cos(ang)]
+        cols += [0.15 * np.sin(ang), 0.15 * np.cos(ang)]
     return np.column_stack(cols) if cols[0].size else np.empty((0, len(cols)))

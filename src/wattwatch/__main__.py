@@ -1,0 +1,5 @@
+"""``python -m wattwatch`` runs the CLI."""
+
+from wattwatch.cli import app
+
+app()
