@@ -46,9 +46,21 @@ class ServerProcess:
         self._log = log
         env = {**os.environ, "COLUMNS": "200", "WATTWATCH_LOG_LEVEL": "warning"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wattwatch", "serve", "--data-dir", str(self.data_dir),
-             "--http-port", str(self.http_port), *self.extra],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "wattwatch",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-port",
+                str(self.http_port),
+                *self.extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Core types of wattwatch: metrics and their units, readings, devices, rollup intervals (no I/O)."""
+"""Core types: metrics and their units, readings, devices, rollup intervals (no I/O)."""
 
 from __future__ import annotations
 
@@ -133,7 +133,9 @@ def check_value(name: str, value: object) -> str | None:
     if not math.isfinite(value):
         return f"{name} must be finite, got {value}"
     if not spec.lo <= value <= spec.hi:
-        return f"{name}={value} outside plausible range {spec.lo:g}..{spec.hi:g} {spec.unit}".rstrip()
+        return (
+            f"{name}={value} outside plausible range {spec.lo:g}..{spec.hi:g} {spec.unit}".rstrip()
+        )
     return None
 
 
@@ -162,7 +164,7 @@ def parse_ts(value: object) -> int:
         ms = value * 1000 if abs(value) < 1e11 else value
         if abs(ms) > 1e15:
             raise ValueError(f"timestamp {value} is out of range")
-        return int(round(ms))
+        return round(ms)
     if isinstance(value, str):
         text = value.strip()
         if text.lstrip("-").isdigit():
@@ -173,8 +175,10 @@ def parse_ts(value: object) -> int:
             raise ValueError(f"timestamp {value[:40]!r} is not epoch ms nor ISO 8601") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        return int(round(dt.timestamp() * 1000))
-    raise ValueError(f"timestamp must be epoch milliseconds or ISO 8601, got {type(value).__name__}")
+        return round(dt.timestamp() * 1000)
+    raise ValueError(
+        f"timestamp must be epoch milliseconds or ISO 8601, got {type(value).__name__}"
+    )
 
 
 class CommandAction(StrEnum):

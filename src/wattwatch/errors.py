@@ -1,17 +1,17 @@
 """The one hierarchy of wattwatch errors; the web layer maps them to HTTP answers in one place.
 
-    WattwatchError
-    ├── ConfigError            unsafe or impossible settings
-    ├── DataDirLocked          another process owns the data directory
-    ├── SchemaTooNew           the data was written by a newer wattwatch
-    ├── NotFound               no such record (or not visible to the caller: tenant isolation)
-    ├── Conflict               the record already exists / state forbids it
-    ├── InvalidInput           a request that cannot be carried out as given
-    ├── AuthError              missing or wrong credentials
-    │   └── Forbidden          authenticated, but the role does not allow it
-    ├── RateLimited            too many attempts; retry later
-    ├── DeviceTimeout          a device did not answer a command in time
-    └── Overloaded             ingest queue full for too long
+WattwatchError
+├── ConfigError            unsafe or impossible settings
+├── DataDirLocked          another process owns the data directory
+├── SchemaTooNew           the data was written by a newer wattwatch
+├── NotFound               no such record (or not visible to the caller: tenant isolation)
+├── Conflict               the record already exists / state forbids it
+├── InvalidInput           a request that cannot be carried out as given
+├── AuthError              missing or wrong credentials
+│   └── Forbidden          authenticated, but the role does not allow it
+├── RateLimited            too many attempts; retry later
+├── DeviceTimeout          a device did not answer a command in time
+└── Overloaded             ingest queue full for too long
 """
 
 from __future__ import annotations

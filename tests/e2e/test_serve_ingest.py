@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from tests.conftest import ServerProcess, login
 
 HOUR = 3_600_000
@@ -77,7 +76,7 @@ def test_messy_upload_reads_back_exactly(tmp_path: Path, server_factory: Any) ->
             body.extend(rng.sample(batches[order[n - 1]], 5))
             expected_dups += 5
         bad_at = {}
-        for bad, reason in BAD_ROWS:
+        for bad, _ in BAD_ROWS:
             pos = rng.randrange(len(body) + 1)
             body.insert(pos, bad)
         for i, item in enumerate(body):
@@ -152,8 +151,11 @@ def test_messy_upload_reads_back_exactly(tmp_path: Path, server_factory: Any) ->
     for interval in ("1m", "1d", "1w", "1mo"):
         pts = api.get(
             f"/api/v1/devices/{dev_id}/readings",
-            params={"from": t0 - 40 * 86_400_000, "to": t0 + N * 5000 + 86_400_000,
-                    "interval": interval},
+            params={
+                "from": t0 - 40 * 86_400_000,
+                "to": t0 + N * 5000 + 86_400_000,
+                "interval": interval,
+            },
         ).json()["points"]
         assert sum(p["count"] for p in pts) == N, interval
         assert abs(sum(p["energy_wh"] for p in pts) - total_wh) < 1e-3, interval
@@ -165,6 +167,8 @@ def test_messy_upload_reads_back_exactly(tmp_path: Path, server_factory: Any) ->
     assert abs(sum(p["energy_wh"] for p in energy["points"]) - total_wh) < 1e-3
 
     # Restart: everything is still there.
+    api.close()
+    dev.close()
     srv.stop()
     srv2: ServerProcess = server_factory(tmp_path / "data")
     assert srv2.password is None  # the owner exists already; no new password
@@ -175,12 +179,23 @@ def test_messy_upload_reads_back_exactly(tmp_path: Path, server_factory: Any) ->
     ).json()["points"]
     assert len(raw2) == N
     assert set(raw2[0]) == {"ts", "channel", "power_w"}
+    api2.close()
 
     # A second process on the same data dir is refused with a clear error.
     second = subprocess.run(
-        [sys.executable, "-m", "wattwatch", "serve", "--data-dir", str(tmp_path / "data"),
-         "--http-port", "0"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "wattwatch",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--http-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode != 0
     assert "in use by pid" in (second.stdout + second.stderr)

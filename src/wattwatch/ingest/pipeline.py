@@ -13,6 +13,7 @@ waits, the HTTP handler or MQTT session waits with it, and the sender is slowed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,9 +60,11 @@ def _value_problem(name: str, value: Any) -> str | None:
     bounds = _BOUNDS.get(name)
     if bounds is None:
         return f"unknown metric {name!r}"
-    if value.__class__ is not float and value.__class__ is not int:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"{name} must be a number, got {type(value).__name__}"
+    # The class test first: it is the fast path for the millions of plain floats.
+    if (value.__class__ is not float and value.__class__ is not int) and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        return f"{name} must be a number, got {type(value).__name__}"
     lo, hi, unit = bounds
     if not lo <= value <= hi:  # NaN fails both comparisons
         if value != value or value in (float("inf"), float("-inf")):
@@ -80,7 +83,8 @@ def normalise(
     """Validate and convert readings to stored rows.
 
     Returns (rows, index of each row's reading, rejections). ``indices`` gives each reading's
-    position in the message or body it came from (default: its position in ``readings``). A reading is rejected whole
+    position in the message or body it came from (default: its position in ``readings``).
+    A reading is rejected whole
     when any of its values is unusable: half a reading would make a misleading record.
     """
     rows: list[StoredRow] = []
@@ -159,9 +163,7 @@ class IngestPipeline:
         self.stats = stats
         self.queue_readings = queue_readings
         self.batch_readings = batch_readings
-        self._queue: asyncio.Queue[tuple[list[StoredRow], asyncio.Future[list[int]]]] | None = (
-            None
-        )
+        self._queue: asyncio.Queue[tuple[list[StoredRow], asyncio.Future[list[int]]]] | None = None
         self._queued = 0
         self._space: asyncio.Condition | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -182,10 +184,8 @@ class IngestPipeline:
         if self._queue is not None and self._writer is not None:
             await self._queue.join()
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-            except asyncio.CancelledError:
-                pass
         self._executor.shutdown(wait=True)
 
     @property
@@ -210,8 +210,12 @@ class IngestPipeline:
         result = BatchResult(rejected=sorted([*rejected, *bad], key=lambda r: r.index))
         self.stats.rejected(len(result.rejected))
         for rejection in result.rejected[:20]:
-            log.info("device %s: reading %d rejected: %s", device["uid"], rejection.index,
-                     rejection.reason)
+            log.info(
+                "device %s: reading %d rejected: %s",
+                device["uid"],
+                rejection.index,
+                rejection.reason,
+            )
         if rows:
             duplicates = await self.submit(rows)
             result.duplicates = len(duplicates)
@@ -269,8 +273,9 @@ class IngestPipeline:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                self.stats.committed(len(rows) - len(duplicates), len(duplicates),
-                                     time.perf_counter() - started)
+                self.stats.committed(
+                    len(rows) - len(duplicates), len(duplicates), time.perf_counter() - started
+                )
                 offset = 0
                 it = iter(duplicates)
                 dup = next(it, None)

@@ -22,8 +22,10 @@ class IngestStats:
             "wattwatch_ingest_queue_readings", "Readings waiting for the store", registry=r
         )
         self.messages = Counter(
-            "wattwatch_messages", "Device messages by transport and outcome",
-            ["transport", "outcome"], registry=r,
+            "wattwatch_messages",
+            "Device messages by transport and outcome",
+            ["transport", "outcome"],
+            registry=r,
         )
         # Create the label sets up front so a scrape shows zeros, not absence.
         for outcome in ("accepted", "rejected", "duplicate"):

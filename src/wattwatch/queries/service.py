@@ -156,8 +156,10 @@ class QueryService:
             for p in self.store.query_rollup(ids, Interval.HOUR, from_ms, to_ms, MAX_LIMIT):
                 local = datetime.fromtimestamp(p["ts"] / 1000, zone)
                 kwh = p["energy_mwh"] / 1e6
-                key = p["ts"] if interval is Interval.HOUR else _bucket_of(
-                    interval, tz, rollups.local_day_start_ms(tz, p["ts"])
+                key = (
+                    p["ts"]
+                    if interval is Interval.HOUR
+                    else _bucket_of(interval, tz, rollups.local_day_start_ms(tz, p["ts"]))
                 )
                 acc = buckets.setdefault(key, [0.0, 0.0])
                 acc[0] += kwh * 1000

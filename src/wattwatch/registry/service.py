@@ -49,7 +49,9 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown timezone {name!r} (use an IANA name like Europe/Madrid)")
+        raise InvalidInput(
+            f"unknown timezone {name!r} (use an IANA name like Europe/Madrid)"
+        ) from None
     return name
 
 

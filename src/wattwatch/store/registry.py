@@ -64,7 +64,7 @@ class SqlRegistry:
             return int(
                 conn.execute(
                     insert(organisations).values(name=name, created_ms=now_ms())
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def first_org_id(self) -> int | None:
@@ -88,7 +88,7 @@ class SqlRegistry:
                             must_change_password=must_change,
                             created_ms=now_ms(),
                         )
-                    ).inserted_primary_key[0]
+                    ).inserted_primary_key[0]  # type: ignore[index]
                 )
                 conn.execute(insert(memberships).values(user_id=uid, org_id=org_id, role=role))
                 return uid
@@ -109,9 +109,7 @@ class SqlRegistry:
 
     def memberships_of(self, user_id: int) -> list[Record]:
         return self._read(
-            select(memberships.c.org_id, memberships.c.role).where(
-                memberships.c.user_id == user_id
-            )
+            select(memberships.c.org_id, memberships.c.role).where(memberships.c.user_id == user_id)
         )
 
     def list_users(self, org_id: int) -> list[Record]:
@@ -148,7 +146,7 @@ class SqlRegistry:
                         created_ms=now_ms(),
                         revoked=False,
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def auth_token(self, token_hash: str) -> Record | None:
@@ -197,7 +195,7 @@ class SqlRegistry:
                         address=address,
                         created_ms=now_ms(),
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def list_sites(self, org_id: int) -> list[Record]:
@@ -229,7 +227,7 @@ class SqlRegistry:
                 dev_id = int(
                     conn.execute(
                         insert(devices).values(created_ms=now_ms(), **values)
-                    ).inserted_primary_key[0]
+                    ).inserted_primary_key[0]  # type: ignore[index]
                 )
                 for name in channel_names:
                     conn.execute(
@@ -318,7 +316,9 @@ class SqlRegistry:
                     with self.engine.begin() as conn:
                         conn.execute(
                             insert(channels).values(
-                                device_id=device_id, name=name, submeter=False,
+                                device_id=device_id,
+                                name=name,
+                                submeter=False,
                                 created_ms=now_ms(),
                             )
                         )

@@ -114,15 +114,25 @@ def add_channel(
         # The common case: the readings extend the channel's series. No corrections.
         prev: Point | None = stored[-1]
         for point in new:
-            _add(minutes, (channel_id, point[0] - point[0] % MINUTE_MS), 1, point[1],
-                 energy_delta_mwh(prev, point))
+            _add(
+                minutes,
+                (channel_id, point[0] - point[0] % MINUTE_MS),
+                1,
+                point[1],
+                energy_delta_mwh(prev, point),
+            )
             prev = point
         return
     if not stored:
         prev = None
         for point in new:
-            _add(minutes, (channel_id, point[0] - point[0] % MINUTE_MS), 1, point[1],
-                 energy_delta_mwh(prev, point))
+            _add(
+                minutes,
+                (channel_id, point[0] - point[0] % MINUTE_MS),
+                1,
+                point[1],
+                energy_delta_mwh(prev, point),
+            )
             prev = point
         return
     # Late or interleaved readings: walk the merged series.
@@ -170,7 +180,10 @@ def merge_acc(cur: Acc, acc: Acc) -> None:
         cur[4] = acc[4]
 
 
-def rows_of(buckets: Buckets) -> Iterable[tuple[int, int, int, int, int, int | None, int | None, int]]:
+RollupRow = tuple[int, int, int, int, int, int | None, int | None, int]
+
+
+def rows_of(buckets: Buckets) -> Iterable[RollupRow]:
     """Buckets as (channel_id, bucket_ms, n, pn, psum, pmin, pmax, energy) rows for an upsert."""
     for (ch, bucket), acc in buckets.items():
         yield (ch, bucket, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5])  # type: ignore[misc]

@@ -161,9 +161,7 @@ class SqliteStore:
                     {"v": str(SCHEMA_VERSION)},
                 )
                 return
-            row = conn.exec_driver_sql(
-                "SELECT value FROM meta WHERE key='schema_version'"
-            ).first()
+            row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").first()
             version = int(row[0]) if row else 0
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(
@@ -261,7 +259,11 @@ class SqliteStore:
         metrics: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         sql, params = _range_sql(
-            "SELECT ts, ch, p, e, v, a, extra FROM readings", "ts", channel_ids, from_ms, to_ms,
+            "SELECT ts, ch, p, e, v, a, extra FROM readings",
+            "ts",
+            channel_ids,
+            from_ms,
+            to_ms,
             after,
         )
         with self.read_engine.connect() as conn:
@@ -279,8 +281,12 @@ class SqliteStore:
     ) -> list[dict[str, Any]]:
         table = ROLLUP_TABLES[interval]
         sql, params = _range_sql(
-            f"SELECT bucket, ch, n, pn, psum, pmin, pmax, e FROM {table}", "bucket",
-            channel_ids, from_ms, to_ms, after,
+            f"SELECT bucket, ch, n, pn, psum, pmin, pmax, e FROM {table}",
+            "bucket",
+            channel_ids,
+            from_ms,
+            to_ms,
+            after,
         )
         with self.read_engine.connect() as conn:
             rows = conn.exec_driver_sql(sql + " LIMIT ?", (*params, limit)).all()
@@ -327,8 +333,14 @@ def rollup_point(r: Sequence[Any]) -> dict[str, Any]:
     """A stored rollup row, still in stored units (mW sums, mWh)."""
     bucket, ch, n, pn, psum, pmin, pmax, e = r
     return {
-        "ts": bucket, "channel_id": ch, "count": n, "pn": pn, "psum": psum,
-        "pmin": pmin, "pmax": pmax, "energy_mwh": e,
+        "ts": bucket,
+        "channel_id": ch,
+        "count": n,
+        "pn": pn,
+        "psum": psum,
+        "pmin": pmin,
+        "pmax": pmax,
+        "energy_mwh": e,
     }
 
 

@@ -40,9 +40,7 @@ class DeviceCreated(BaseModel):
 
 
 @router.get("")
-def list_devices(
-    ww: Services, caller: Caller, site_id: int | None = None
-) -> list[dict[str, Any]]:
+def list_devices(ww: Services, caller: Caller, site_id: int | None = None) -> list[dict[str, Any]]:
     return [public(d) for d in ww.registry.db.list_devices(caller.org_id, site_id)]
 
 
