@@ -77,8 +77,15 @@ def _lag_features(y: np.ndarray, origins: np.ndarray, leads: np.ndarray, season:
     # mean of the same phase over the last 7 available days
     stack = np.column_stack([at(t - k_day - d * season) for d in range(7)]) if season > 1 else None
     if stack is not None:
-        with np.errstate(all="ignore"):
-            cols += [np.nanmean(stack, axis=1), np.nanmedian(stack, axis=1)]
+        finite = np.isfinite(stack)
+        count = finite.sum(axis=1)
+        total = np.where(finite, stack, 0.0).sum(axis=1)
+        cols.append(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+        # median of the available values: NaNs sort last, so pick the middle finite one
+        ordered = np.sort(stack, axis=1)
+        mid = np.clip((count - 1) // 2, 0, None)
+        med = ordered[np.arange(len(ordered)), mid]
+        cols.append(np.where(count > 0, med, np.nan))
     # level at the origin
     cum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(y))])
     cnt = np.concatenate([[0], np.cumsum(np.isfinite(y))])
@@ -111,7 +118,9 @@ class _DirectQuantileModel:
     origin_stride: int
     models: tuple[HistGradientBoostingRegressor, ...] = ()
 
-    def _rows(self, y: np.ndarray, idx: pd.DatetimeIndex, origins: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rows(
+        self, y: np.ndarray, idx: pd.DatetimeIndex, origins: np.ndarray, horizon: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         o = np.repeat(origins, horizon)
         lead = np.tile(np.arange(1, horizon + 1), origins.size)
         x = _lag_features(y, o, lead, self.season)
@@ -122,7 +131,9 @@ class _DirectQuantileModel:
     def fit(self, y: np.ndarray, idx: pd.DatetimeIndex, origin_phase: int, horizon: int) -> None:
         n = y.size
         first = 7 * self.season  # a week of history before the first training origin
-        origins = np.arange(first + (origin_phase - first) % self.origin_stride, n - 1, self.origin_stride)
+        origins = np.arange(
+            first + (origin_phase - first) % self.origin_stride, n - 1, self.origin_stride
+        )
         if origins.size == 0:
             raise ValueError("not enough history to train a forecast (need > 1 week)")
         x, tpos = self._rows(y, idx, origins, horizon)
@@ -133,13 +144,15 @@ class _DirectQuantileModel:
         if ok.sum() < 10:
             raise ValueError("not enough history to train a forecast")
         self.models = tuple(
-            HistGradientBoostingRegressor(loss="quantile", quantile=q, random_state=0, **_QUANTILE_PARAMS).fit(
-                x[ok], target[ok]
-            )
+            HistGradientBoostingRegressor(
+                loss="quantile", quantile=q, random_state=0, **_QUANTILE_PARAMS
+            ).fit(x[ok], target[ok])
             for q in self.quantiles
         )
 
-    def predict(self, y: np.ndarray, idx: pd.DatetimeIndex, origin: int, horizon: int) -> np.ndarray:
+    def predict(
+        self, y: np.ndarray, idx: pd.DatetimeIndex, origin: int, horizon: int
+    ) -> np.ndarray:
         x, _ = self._rows(y, idx, np.array([origin]), horizon)
         preds = np.column_stack([m.predict(x) for m in self.models])
         preds = np.sort(preds, axis=1)  # quantiles must not cross
@@ -266,7 +279,9 @@ def forecast_month_end(
     )
 
 
-def evaluate_day_ahead(series: pd.Series, test_days: int = 28, refit_every_days: int = 7) -> dict[str, float]:
+def evaluate_day_ahead(
+    series: pd.Series, test_days: int = 28, refit_every_days: int = 7
+) -> dict[str, float]:
     """Day-ahead hourly backtest over the last ``test_days`` complete days.
 
     Each day is forecast from its midnight with data up to then (the model is refitted every

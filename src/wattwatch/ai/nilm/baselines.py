@@ -25,7 +25,9 @@ MAX_CLUSTERS = 3
 _SUBSAMPLE = 5000
 
 
-def appliance_states(power_w: np.ndarray, max_clusters: int = MAX_CLUSTERS, seed: int = 0) -> np.ndarray:
+def appliance_states(
+    power_w: np.ndarray, max_clusters: int = MAX_CLUSTERS, seed: int = 0
+) -> np.ndarray:
     """Sorted power levels (W) of one appliance: k-means centroids plus a 0 W off state."""
     x = power_w[np.isfinite(power_w)]
     if x.size == 0:
@@ -60,7 +62,9 @@ def _training_columns(
     """Appliance training series on valid minutes, plus the unmetered rest when asked."""
     agg = aggregate_w.to_numpy(dtype=float)
     ok = np.isfinite(agg)
-    cols = {str(c): np.where(ok, appliances_w[c].to_numpy(dtype=float), np.nan) for c in appliances_w}
+    cols = {
+        str(c): np.where(ok, appliances_w[c].to_numpy(dtype=float), np.nan) for c in appliances_w
+    }
     if model_rest:
         total = np.nansum(np.column_stack(list(cols.values())), axis=1)
         cols[REST] = np.where(ok, np.clip(agg - total, 0.0, None), np.nan)
@@ -83,7 +87,8 @@ class MeanDisaggregator:
     def fit(self, aggregate_w: pd.Series, appliances_w: pd.DataFrame) -> MeanDisaggregator:
         ok = np.isfinite(aggregate_w.to_numpy(dtype=float))
         self.means_w = {
-            str(c): float(np.nanmean(appliances_w[c].to_numpy(dtype=float)[ok])) for c in appliances_w
+            str(c): float(np.nanmean(appliances_w[c].to_numpy(dtype=float)[ok]))
+            for c in appliances_w
         }
         return self
 
@@ -154,8 +159,13 @@ class ExactFHMM:
             states = appliance_states(y[np.isfinite(y)], self.max_clusters)
             k = states.size
             hmm = GaussianHMM(
-                n_components=k, covariance_type="full", n_iter=20, random_state=0,
-                init_params="stc", params="stmc", min_covar=1.0,
+                n_components=k,
+                covariance_type="full",
+                n_iter=20,
+                random_state=0,
+                init_params="stc",
+                params="stmc",
+                min_covar=1.0,
             )
             hmm.means_ = states.reshape(-1, 1)
             segs = [y[a:b] for a, b in _segments(np.isfinite(y)) if b - a >= 2]

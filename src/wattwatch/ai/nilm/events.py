@@ -97,7 +97,10 @@ def pair_events(
     open_: list[tuple[int, float, float]] = []  # (idx, delta, pre level)
     pairs: list[tuple[int, int, float, float, float, float]] = []
     for idx, delta, pre in zip(
-        events["idx"].to_numpy(), events["delta_w"].to_numpy(), events["pre_w"].to_numpy(), strict=True
+        events["idx"].to_numpy(),
+        events["delta_w"].to_numpy(),
+        events["pre_w"].to_numpy(),
+        strict=True,
     ):
         idx_i = int(idx)
         open_ = [o for o in open_ if idx_i - o[0] <= max_duration_min]

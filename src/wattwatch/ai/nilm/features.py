@@ -82,7 +82,9 @@ def window_features(
         cols += [mean, r.max().to_numpy(), r.min().to_numpy(), r.std().to_numpy(), rel - mean]
         if w >= 15:
             for level in spec.high_levels_w:
-                cols.append(_rolling(pd.Series((rel >= level).astype(float)), back, ahead).mean().to_numpy())
+                cols.append(
+                    _rolling(pd.Series((rel >= level).astype(float)), back, ahead).mean().to_numpy()
+                )
             big_up = pd.Series((d > 800).astype(float))
             cols.append(_rolling(big_up, back, ahead).sum().to_numpy())
 
