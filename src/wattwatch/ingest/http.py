@@ -42,7 +42,7 @@ def reading_from_object(obj: Any, index: int) -> Reading | Rejection:
     return Reading(values=values, ts_ms=ts, channel=channel)
 
 
-def _collect(items: list[Any]) -> tuple[list[Reading], list[int], list[Rejection]]:
+def split_objects(items: list[Any]) -> tuple[list[Reading], list[int], list[Rejection]]:
     """Items are parsed objects, or Rejections for rows that could not even be parsed."""
     if len(items) > MAX_BATCH_READINGS:
         raise BodyError(f"batch has {len(items)} rows; at most {MAX_BATCH_READINGS} allowed")
@@ -117,9 +117,9 @@ def parse_batch(
     """
     kind = (content_type or "application/json").split(";")[0].strip().lower()
     if kind in _CSV_TYPES:
-        return _collect(_parse_csv(body))
+        return split_objects(_parse_csv(body))
     if kind in _NDJSON_TYPES:
-        return _collect(_parse_ndjson(body))
+        return split_objects(_parse_ndjson(body))
     if kind not in ("application/json", "text/json", "application/octet-stream", ""):
         raise BodyError(
             f"unsupported content type {kind!r}; use application/json, "
@@ -129,8 +129,27 @@ def parse_batch(
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BodyError(f"body is not valid JSON: {exc}") from None
+    return split_objects(json_items(data))
+
+
+def json_items(data: Any) -> list[Any]:
+    """The reading objects of a parsed JSON body (an array, or one object)."""
     if isinstance(data, dict):
-        data = [data]
+        return [data]
     if not isinstance(data, list):
         raise BodyError("body must be a JSON array of reading objects (or one object)")
-    return _collect(data)
+    if len(data) > MAX_BATCH_READINGS:
+        raise BodyError(f"batch has {len(data)} readings; at most {MAX_BATCH_READINGS} allowed")
+    return data
+
+
+def parse_json_array(body: bytes) -> list[Any]:
+    try:
+        return json_items(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(f"body is not valid JSON: {exc}") from None
+
+
+def is_json(content_type: str | None) -> bool:
+    kind = (content_type or "application/json").split(";")[0].strip().lower()
+    return kind in ("application/json", "text/json", "application/octet-stream", "")

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wattwatch import errors
@@ -25,16 +25,16 @@ STATUS: dict[type[errors.WattwatchError], int] = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> ORJSONResponse:
+def error_response(status: int, code: str, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return ORJSONResponse(
+    return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.WattwatchError)
-    async def _wattwatch(_: Request, exc: errors.WattwatchError) -> ORJSONResponse:
+    async def _wattwatch(_: Request, exc: errors.WattwatchError) -> JSONResponse:
         for cls in type(exc).__mro__:
             if cls in STATUS:
                 return error_response(STATUS[cls], exc.code, str(exc))
@@ -42,7 +42,7 @@ def install(app: FastAPI) -> None:
         return error_response(500, exc.code, "internal error")
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for e in exc.errors()[:10]:
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
@@ -50,7 +50,7 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_input", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )

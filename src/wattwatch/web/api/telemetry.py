@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from wattwatch.errors import InvalidInput
-from wattwatch.ingest.http import BodyError, parse_batch
+from wattwatch.ingest.http import BodyError, is_json, parse_batch, parse_json_array
 from wattwatch.web.deps import DeviceToken, Services
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
@@ -57,10 +57,14 @@ async def upload(request: Request, ww: Services, token: DeviceToken) -> dict[str
     """
     device = ww.registry.device_for_token(token)
     body = await read_body(request, ww.settings.max_body_bytes)
+    content_type = request.headers.get("content-type")
     try:
-        readings, indices, rejected = parse_batch(body, request.headers.get("content-type"))
+        if is_json(content_type):
+            result = await ww.pipeline.ingest_objects(device, parse_json_array(body))
+        else:
+            readings, indices, rejected = parse_batch(body, content_type)
+            result = await ww.pipeline.ingest(device, readings, indices=indices, rejected=rejected)
     except BodyError as exc:
         raise InvalidInput(str(exc)) from None
-    result = await ww.pipeline.ingest(device, readings, indices=indices, rejected=rejected)
     ww.stats.message("http", "ok")
     return result.to_json()
