@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import ServerProcess, login  # noqa: E402
+from tests.conftest import ServerProcess, login
 
 
 def bodies(n_devices: int, per_device: int, t0: int) -> list[list[dict[str, float | int]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import given, settings
@@ -57,7 +58,7 @@ def test_any_arrival_order_gives_the_in_order_buckets(
     # Split into batches at arbitrary points and deliver the batches in a random order,
     # computing each batch's contribution against what is stored so far.
     edges = sorted({0, n, *(c for c in cuts if c < n)})
-    batches = [points[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    batches = [points[a:b] for a, b in itertools.pairwise(edges) if b > a]
     random.Random(shuffle_seed).shuffle(batches)
     stored: list[Point] = []
     got: rollups.Buckets = {}
@@ -104,5 +105,5 @@ def test_vectorised_path_matches_the_loop() -> None:
 def test_local_days_follow_dst() -> None:
     # Europe/Madrid 2026-03-29 has 23 hours, 2026-10-25 has 25.
     days = rollups.local_day_starts("Europe/Madrid", 1774648800000, 1774648800000 + 3 * 86_400_000)
-    lengths = [b - a for a, b in zip(days, days[1:], strict=False)]
+    lengths = [b - a for a, b in itertools.pairwise(days)]
     assert 23 * 3_600_000 in lengths

@@ -110,10 +110,14 @@ def add_channel(
     and holds the stored reading just before ``new[0]`` (if any), every stored reading between
     ``new[0]`` and ``new[-1]``, and the one just after (if any).
     """
-    if (not stored or stored[-1][0] < new[0][0]) and len(new) >= 32:
-        # The common case: the readings extend the channel's series. No corrections.
-        if _add_in_order_numpy(minutes, channel_id, new, stored[-1] if stored else None):
-            return
+    # The common case: the readings extend the channel's series. No corrections.
+    extends = not stored or stored[-1][0] < new[0][0]
+    if (
+        extends
+        and len(new) >= 32
+        and _add_in_order_numpy(minutes, channel_id, new, stored[-1] if stored else None)
+    ):
+        return
     if stored and stored[-1][0] < new[0][0]:
         prev: Point | None = stored[-1]
         for point in new:
@@ -186,7 +190,8 @@ def _add_in_order_numpy(
         p_prev = np.concatenate(([prev[1]], p[:-1]))
     if has_e:
         e = np.array(e_l, dtype=np.int64)
-        e_prev = np.concatenate(([e[0] if prev is None else prev[2]], e[:-1]))
+        first_e = int(e[0]) if prev is None or prev[2] is None else prev[2]
+        e_prev = np.concatenate((np.array([first_e], dtype=np.int64), e[:-1]))
         de = e - e_prev
         de = np.where(de < 0, e, de)
     else:
