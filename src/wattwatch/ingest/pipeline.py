@@ -376,13 +376,16 @@ def normalise_uniform(
         ch_col = [ids[name] for name in names]
     scaled: list[list[Any]] = []
     for m in CORE_METRICS:
-        col = columns.get(m)
-        scaled.append([None] * n if col is None else np.rint(col * 1000).astype(np.int64).tolist())
+        if m in columns:
+            scaled.append(np.rint(columns[m] * 1000).astype(np.int64).tolist())
+        else:
+            scaled.append([None] * n)
     extra_names = [m for m in metrics if m not in _CORE_SET]
-    if extra_names:
-        extra = [orjson.dumps({m: o[m] for m in extra_names}).decode() for o in objects]
-    else:
-        extra = [None] * n
+    extra: list[str | None] = (
+        [orjson.dumps({m: o[m] for m in extra_names}).decode() for o in objects]
+        if extra_names
+        else [None] * n
+    )
     all_rows = zip(ch_col, ts.tolist(), *scaled, extra, strict=True)
     if len(bad):
         keep = ok.tolist()

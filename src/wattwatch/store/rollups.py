@@ -182,12 +182,9 @@ def _add_in_order_numpy(
         return False
     ts = np.array(ts_l, dtype=np.int64)
     p = np.array(p_l, dtype=np.int64)
-    if prev is None:
-        ts_prev = np.concatenate(([ts[0]], ts[:-1]))
-        p_prev = np.concatenate(([p[0]], p[:-1]))
-    else:
-        ts_prev = np.concatenate(([prev[0]], ts[:-1]))
-        p_prev = np.concatenate(([prev[1]], p[:-1]))
+    head_ts, head_p = (int(ts[0]), int(p[0])) if prev is None else (prev[0], prev[1] or 0)
+    ts_prev = np.concatenate((np.array([head_ts], dtype=np.int64), ts[:-1]))
+    p_prev = np.concatenate((np.array([head_p], dtype=np.int64), p[:-1]))
     if has_e:
         e = np.array(e_l, dtype=np.int64)
         first_e = int(e[0]) if prev is None or prev[2] is None else prev[2]
