@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from operator import itemgetter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -332,16 +333,21 @@ def normalise_uniform(
     """
     import numpy as np
 
-    if not objects or objects[0].__class__ is not dict:
+    if not objects or set(map(type, objects)) != {dict}:
         return None
-    keys = objects[0].keys()
-    if any(o.__class__ is not dict or o.keys() != keys for o in objects):
-        return None
+    keys = list(objects[0])
     metrics = [k for k in keys if k not in ("ts", "channel")]
     if not metrics or any(m not in _BOUNDS for m in metrics) or "ts" not in keys:
         return None
-    raw = {m: [o[m] for o in objects] for m in ("ts", *metrics)}
-    if any(v.__class__ is bool for col in raw.values() for v in col):
+    # Same number of keys everywhere + every key of the first present (KeyError below)
+    # = the same key set everywhere. map/itemgetter keep these passes in C.
+    if set(map(len, objects)) != {len(keys)}:
+        return None
+    try:
+        raw = {m: list(map(itemgetter(m), objects)) for m in ("ts", *metrics)}
+    except KeyError:
+        return None
+    if any(bool in set(map(type, col)) for col in raw.values()):
         return None  # numpy would read true as 1.0; the general path names the problem
     try:
         ts = np.array(raw.pop("ts"), dtype=np.int64)
@@ -352,8 +358,10 @@ def normalise_uniform(
     for m, col in columns.items():
         lo, hi, _ = _BOUNDS[m]
         ok &= (col >= lo) & (col <= hi)  # NaN compares False
-    names = [o.get("channel") for o in objects] if "channel" in keys else None
-    if names is not None and any(n.__class__ is not str or not 0 < len(n) <= 64 for n in names):
+    names = list(map(itemgetter("channel"), objects)) if "channel" in keys else None
+    if names is not None and (
+        set(map(type, names)) != {str} or not all(0 < len(n) <= 64 for n in set(names))
+    ):
         return None
     rows: list[StoredRow] = []
     rejected: list[Rejection] = []
