@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from operator import itemgetter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
