@@ -138,3 +138,12 @@ def client(ww: Wattwatch) -> Iterator[Any]:
         r = c.post("/api/v1/auth/login", json={"email": boot.email, "password": boot.password})
         c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         yield c
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    from tests.pgdb import fresh_database
+
+    with fresh_database() as url:
+        yield url

@@ -10,16 +10,21 @@ from wattwatch.ingest.pipeline import IngestPipeline
 from wattwatch.ingest.stats import IngestStats
 from wattwatch.queries.service import QueryService
 from wattwatch.registry.service import Bootstrap, RegistryService
-from wattwatch.store.sqlite import SqliteStore
+from wattwatch.store.sqlstore import SqlStore
 
 
-def open_store(settings: Settings, *, lock: bool) -> SqliteStore:
+def open_store(settings: Settings, *, lock: bool) -> SqlStore:
+    """The store the settings' database URL names: a SQLite file or a PostgreSQL database."""
     url = settings.store_url()
     if url.startswith("sqlite:"):
+        from wattwatch.store.sqlite import SqliteStore
+
         return SqliteStore(url, lock=lock)
-    raise ConfigError(
-        f"database URL {url.split('@')[-1]!r}: only sqlite is available in this version"
-    )
+    if url.startswith(("postgresql:", "postgresql+psycopg:", "postgres:")):
+        from wattwatch.store.postgres import PostgresStore
+
+        return PostgresStore(url, lock=lock)
+    raise ConfigError(f"database URL {url.split('@')[-1]!r}: use sqlite:/// or postgresql://")
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Wattwatch:
     """One running wattwatch: what the HTTP API, the broker and the CLI talk to."""
 
     settings: Settings
-    store: SqliteStore
+    store: SqlStore
     registry: RegistryService
     queries: QueryService
     pipeline: IngestPipeline

@@ -332,7 +332,9 @@ class SqlRegistry:
         """Timezone of each channel's site (UTC for devices not placed on a site yet)."""
         missing = [ch for ch in channel_ids if ch not in self._channel_tz]
         if missing:
-            marks = ", ".join("?" * len(missing))
+            # Raw driver SQL (it may run on the writer's cursor): sqlite3 marks "?", psycopg "%s".
+            mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            marks = ", ".join([mark] * len(missing))
             sql = (
                 "SELECT c.id, s.timezone FROM channels c JOIN devices d ON d.id = c.device_id "
                 f"LEFT JOIN sites s ON s.id = d.site_id WHERE c.id IN ({marks})"

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
-from collections import defaultdict
-from collections.abc import Sequence
+import sqlite3
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from wattwatch.domain import Interval
 from wattwatch.errors import ConfigError, DataDirLocked, SchemaTooNew
 from wattwatch.store import rollups
-from wattwatch.store.base import StoredRow, decode_row
 from wattwatch.store.registry import SqlRegistry
 from wattwatch.store.schema import SCHEMA_VERSION, metadata
+from wattwatch.store.sqlstore import ROLLUP_TABLES, SqlStore, rollup_point, upsert_sql
 
 _READINGS_DDL = (
     # WITHOUT ROWID: the (channel, ts) key *is* the table, so no second index is paid for.
@@ -40,28 +37,7 @@ _READINGS_DDL = (
 # initial schema, created whole on a new data dir.
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
-ROLLUP_TABLES: dict[Interval, str] = {
-    Interval.MINUTE: "rollup_1m",
-    Interval.HOUR: "rollup_1h",
-    Interval.DAY: "rollup_1d",
-}
-
-
-def upsert_sql(table: str) -> str:
-    """Add a contribution row to a rollup bucket (the same SQL works on PostgreSQL)."""
-    return (
-        f"INSERT INTO {table} (ch, bucket, n, pn, psum, pmin, pmax, e) "
-        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ch, bucket) DO UPDATE SET "
-        f"n = {table}.n + excluded.n, pn = {table}.pn + excluded.pn, "
-        f"psum = {table}.psum + excluded.psum, "
-        f"pmin = CASE WHEN excluded.pmin IS NULL THEN {table}.pmin "
-        f"WHEN {table}.pmin IS NULL OR excluded.pmin < {table}.pmin THEN excluded.pmin "
-        f"ELSE {table}.pmin END, "
-        f"pmax = CASE WHEN excluded.pmax IS NULL THEN {table}.pmax "
-        f"WHEN {table}.pmax IS NULL OR excluded.pmax > {table}.pmax THEN excluded.pmax "
-        f"ELSE {table}.pmax END, "
-        f"e = {table}.e + excluded.e"
-    )
+__all__ = ["ROLLUP_TABLES", "DataDirLock", "SqliteStore", "rollup_point", "upsert_sql"]
 
 
 class DataDirLock:
@@ -127,10 +103,14 @@ def _make_engine(path: Path, *, immediate: bool) -> Engine:
     return engine
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """Registry + readings in one SQLite file. ``lock=True`` for the one process that ingests."""
 
+    backend = "sqlite"
+    mark = "?"
+
     def __init__(self, url: str, *, lock: bool = False) -> None:
+        super().__init__()
         self.path = _sqlite_path(url)
         self._lock = DataDirLock(self.path.parent) if lock else None
         try:
@@ -144,7 +124,6 @@ class SqliteStore:
         self.registry = SqlRegistry(self.engine, self.read_engine)
         # Per channel: the newest stored reading (ts, p, e), valid because one process writes.
         self._last: dict[int, rollups.Point | None] = {}
-        self._write_lock = threading.Lock()
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -177,134 +156,74 @@ class SqliteStore:
                     {"v": str(SCHEMA_VERSION)},
                 )
 
-    # -- writing --------------------------------------------------------------------------
-    def write_readings(self, rows: Sequence[StoredRow]) -> list[int]:
-        with self._write_lock:
-            try:
-                return self._write(rows)
-            except BaseException:
-                self._last.clear()  # the transaction rolled back: re-read what is stored
-                raise
+    # -- writing: the shared path in SqlStore; BEGIN IMMEDIATE keeps other writers out ------
+    def _last_points(self, cur: Any, channel_ids: list[int]) -> dict[int, rollups.Point | None]:
+        for ch in channel_ids:
+            if ch not in self._last:
+                self._last[ch] = _last_point(cur, ch)
+        return {ch: self._last[ch] for ch in channel_ids}
 
-    def _write(self, rows: Sequence[StoredRow]) -> list[int]:
-        duplicates: list[int] = []
-        per_channel: dict[int, list[tuple[int, StoredRow]]] = defaultdict(list)
-        seen: set[tuple[int, int]] = set()
-        for i, row in enumerate(rows):
-            key = (row[0], row[1])
-            if key in seen:
-                duplicates.append(i)
-                continue
-            seen.add(key)
-            per_channel[row[0]].append((i, row))
+    def _committed(self, last: dict[int, rollups.Point]) -> None:
+        self._last.update(last)
 
-        to_insert: list[StoredRow] = []
-        minutes: rollups.Buckets = {}
-        with self.engine.begin() as conn:
-            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            for ch, items in per_channel.items():
-                items.sort(key=lambda item: item[1][1])
-                if ch not in self._last:
-                    self._last[ch] = _last_point(cur, ch)
-                last = self._last[ch]
-                first_ts, last_ts = items[0][1][1], items[-1][1][1]
-                if last is None or first_ts > last[0]:
-                    fresh = items
-                    stored: list[rollups.Point] = [] if last is None else [last]
-                else:
-                    stored = _neighbourhood(cur, ch, first_ts, last_ts)
-                    stored_ts = {p[0] for p in stored}
-                    fresh = []
-                    for i, row in items:
-                        if row[1] in stored_ts:
-                            duplicates.append(i)
-                        else:
-                            fresh.append((i, row))
-                    if not fresh:
-                        continue
-                new_points = [(row[1], row[2], row[3]) for _, row in fresh]
-                rollups.add_channel(minutes, ch, new_points, stored)
-                to_insert.extend(row for _, row in fresh)
-                if last is None or new_points[-1][0] > last[0]:
-                    self._last[ch] = new_points[-1]
-            if to_insert:
-                cur.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)", to_insert)
-                hours, days = rollups.roll_up(minutes, self._channel_tz(cur, minutes))
-                for table, buckets in (
-                    ("rollup_1m", minutes),
-                    ("rollup_1h", hours),
-                    ("rollup_1d", days),
-                ):
-                    cur.executemany(upsert_sql(table), rollups.rows_of(buckets))
-            cur.close()
-        duplicates.sort()
-        return duplicates
-
-    def _channel_tz(self, cur: Any, minutes: rollups.Buckets) -> dict[int, str]:
-        wanted = {ch for ch, _ in minutes}
-        return self.registry.channel_timezones(wanted, cur=cur)
+    def _write_failed(self) -> None:
+        self._last.clear()  # the transaction rolled back: re-read what is stored
 
     def forget_channel_cache(self) -> None:
         self._last.clear()
         self.registry.forget_caches()
 
-    # -- reading --------------------------------------------------------------------------
-    def query_raw(
-        self,
-        channel_ids: Sequence[int],
-        from_ms: int,
-        to_ms: int,
-        limit: int,
-        after: tuple[int, int] | None = None,
-        metrics: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        sql, params = _range_sql(
-            "SELECT ts, ch, p, e, v, a, extra FROM readings",
-            "ts",
-            channel_ids,
-            from_ms,
-            to_ms,
-            after,
-        )
-        with self.read_engine.connect() as conn:
-            rows = conn.exec_driver_sql(sql + " LIMIT ?", (*params, limit)).all()
-        return [decode_row(r, metrics) for r in rows]
+    # -- retention and bulk copy ----------------------------------------------------------
+    def drop_raw_before(self, cutoff_ms: int, batch_rows: int = 20_000) -> int:
+        """Delete raw readings older than ``cutoff_ms`` channel by channel, in short batches.
 
-    def query_rollup(
-        self,
-        channel_ids: Sequence[int],
-        interval: Interval,
-        from_ms: int,
-        to_ms: int,
-        limit: int,
-        after: tuple[int, int] | None = None,
-    ) -> list[dict[str, Any]]:
-        table = ROLLUP_TABLES[interval]
-        sql, params = _range_sql(
-            f"SELECT bucket, ch, n, pn, psum, pmin, pmax, e FROM {table}",
-            "bucket",
-            channel_ids,
-            from_ms,
-            to_ms,
-            after,
-        )
+        Each batch is its own transaction so ingest waits at most one batch for the write lock.
+        """
+        dropped = 0
         with self.read_engine.connect() as conn:
-            rows = conn.exec_driver_sql(sql + " LIMIT ?", (*params, limit)).all()
-        return [rollup_point(r) for r in rows]
+            chans = [r[0] for r in conn.exec_driver_sql("SELECT DISTINCT ch FROM rollup_1d")]
+        for ch in chans:
+            while True:
+                with self._write_lock, self.engine.begin() as conn:
+                    edge = conn.exec_driver_sql(
+                        "SELECT ts FROM readings WHERE ch = ? AND ts < ? ORDER BY ts "
+                        "LIMIT 1 OFFSET ?",
+                        (ch, cutoff_ms, batch_rows - 1),
+                    ).first()
+                    upto = cutoff_ms if edge is None else edge[0] + 1
+                    n = conn.exec_driver_sql(
+                        "DELETE FROM readings WHERE ch = ? AND ts < ?", (ch, upto)
+                    ).rowcount
+                dropped += n
+                if edge is None:
+                    break
+        return dropped
 
-    def daily_energy(
-        self, channel_ids: Sequence[int], from_ms: int, to_ms: int
-    ) -> list[tuple[int, int, int, int]]:
-        sql, params = _range_sql(
-            "SELECT bucket, ch, n, e FROM rollup_1d", "bucket", channel_ids, from_ms, to_ms, None
-        )
-        with self.read_engine.connect() as conn:
-            rows = conn.exec_driver_sql(sql, tuple(params)).all()
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    def copy_in(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        marks = ", ".join("?" * len(rows[0]))
+        with self._write_lock, self.engine.begin() as conn:
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+            cur.close()
 
-    def count_readings(self) -> int:
-        with self.read_engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT count(*) FROM readings").scalar_one())
+    def finish_copy(self) -> None:
+        self.forget_channel_cache()
+
+    def backup_to(self, dest: Path) -> None:
+        """An online, consistent copy of the whole database into the new file ``dest``.
+
+        One backup step holds a read snapshot for the copy: in WAL mode writers go on, and
+        the copy is the database as of that snapshot.
+        """
+        src = sqlite3.connect(self.path)
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
 
     def storage_bytes(self) -> int:
         """Bytes the data file and its WAL occupy on disk."""
@@ -329,58 +248,8 @@ class SqliteStore:
             self._lock = None
 
 
-def rollup_point(r: Sequence[Any]) -> dict[str, Any]:
-    """A stored rollup row, still in stored units (mW sums, mWh)."""
-    bucket, ch, n, pn, psum, pmin, pmax, e = r
-    return {
-        "ts": bucket,
-        "channel_id": ch,
-        "count": n,
-        "pn": pn,
-        "psum": psum,
-        "pmin": pmin,
-        "pmax": pmax,
-        "energy_mwh": e,
-    }
-
-
-def _range_sql(
-    select: str,
-    ts_col: str,
-    channel_ids: Sequence[int],
-    from_ms: int,
-    to_ms: int,
-    after: tuple[int, int] | None,
-) -> tuple[str, list[int]]:
-    marks = ", ".join("?" * len(channel_ids))
-    sql = f"{select} WHERE ch IN ({marks}) AND {ts_col} >= ? AND {ts_col} < ?"
-    params = [*channel_ids, from_ms, to_ms]
-    if after is not None:
-        sql += f" AND ({ts_col} > ? OR ({ts_col} = ? AND ch > ?))"
-        params += [after[0], after[0], after[1]]
-    order = f" ORDER BY {ts_col}" if len(channel_ids) == 1 else f" ORDER BY {ts_col}, ch"
-    return sql + order, params
-
-
 def _last_point(cur: Any, ch: int) -> rollups.Point | None:
     row = cur.execute(
         "SELECT ts, p, e FROM readings WHERE ch = ? ORDER BY ts DESC LIMIT 1", (ch,)
     ).fetchone()
     return None if row is None else (row[0], row[1], row[2])
-
-
-def _neighbourhood(cur: Any, ch: int, first_ts: int, last_ts: int) -> list[rollups.Point]:
-    """Stored readings of ``ch`` in [first_ts, last_ts] plus the one before and the one after."""
-    before = cur.execute(
-        "SELECT ts, p, e FROM readings WHERE ch = ? AND ts < ? ORDER BY ts DESC LIMIT 1",
-        (ch, first_ts),
-    ).fetchall()
-    inside = cur.execute(
-        "SELECT ts, p, e FROM readings WHERE ch = ? AND ts BETWEEN ? AND ? ORDER BY ts",
-        (ch, first_ts, last_ts),
-    ).fetchall()
-    after = cur.execute(
-        "SELECT ts, p, e FROM readings WHERE ch = ? AND ts > ? ORDER BY ts LIMIT 1",
-        (ch, last_ts),
-    ).fetchall()
-    return [tuple(r) for r in (*before, *inside, *after)]
