@@ -664,7 +664,8 @@ def steady(a: Appliance, day: Day, rng: np.random.Generator) -> Pulses:
     out = Pulses()
     seg_s, seg_e = _segments(rng, 0.0, DAY_S, 600.0)
     busy = PRESENCE_CURVES[day.kind].at((seg_s + seg_e) / 2.0 / HOUR_S) if day.open else 0.0
-    level = p["base_w"] * (1.0 + p["wander"] * rng.normal(0.0, 1.0, seg_s.size) + p["busy"] * busy)
+    wander = np.clip(rng.normal(0.0, 1.0, seg_s.size), -3.0, 3.0)
+    level = p["base_w"] * (1.0 + p["wander"] * wander + p["busy"] * busy)
     out.add(seg_s, seg_e, np.maximum(level, 0.2 * p["base_w"]), p["pf"])
     return out
 
@@ -1217,12 +1218,12 @@ SPECS: dict[str, ApplianceSpec] = {
             label="always-on loads",
             behaviour="steady",
             params={
-                "base_w": (20.0, 60.0),
+                "base_w": (30.0, 90.0),
                 "pf": (0.5, 0.7),
                 "wander": (0.05, 0.15),
                 "busy": (0.1, 0.4),
             },
-            max_w=120.0,
+            max_w=170.0,
             v_exp=0.0,
             pluggable=False,
             circuit="sockets",

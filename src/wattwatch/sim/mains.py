@@ -121,9 +121,10 @@ class Mains:
         self._cache[day.ordinal] = found
         return found
 
-    def sample(self, edges_s: F64) -> tuple[F64, F64]:
+    def sample(self, edges_s: F64, phases: Sequence[int] = (0, 1, 2)) -> tuple[F64, F64]:
         """Mean RMS voltage of each phase ``(3, n)`` and frequency ``(n,)`` over the intervals
-        ``(edges[i], edges[i+1]]``, before any measurement noise."""
+        ``(edges[i], edges[i+1]]``, before any measurement noise. Only ``phases`` are
+        computed (the others read as nominal)."""
         days = [self._day(d) for d in self._days(float(edges_s[0]), float(edges_s[-1]))]
         t_mid = edges_s[1:]
         if len(days) == 1:
@@ -135,8 +136,8 @@ class Mains:
             hz = np.concatenate([d.hz for d in days])
             drift = np.concatenate([d.drift for d in days])
         rel_drift = np.interp(t_mid, path_t, drift)
-        volts = np.empty((3, t_mid.size), dtype=np.float64)
-        for ph in range(3):
+        volts = np.ones((3, t_mid.size), dtype=np.float64)
+        for ph in phases:
             volts[ph] = 1.0 + self.offsets[ph] + rel_drift + np.interp(t_mid, path_t, wander[ph])
         width = np.maximum(np.diff(edges_s), 1e-9)
         for d in days:

@@ -170,8 +170,9 @@ class Site:
             blocks.append(b)
         return chain(blocks)
 
-    def _render(self, names: Iterable[str], edges_s: F64) -> _Rendered:
-        volts, freq = self.mains.sample(edges_s)
+    def _render(self, names: Sequence[str], edges_s: F64, phases: Iterable[int] = ()) -> _Rendered:
+        needed = {self.appliances[n].phase for n in names} | set(phases)
+        volts, freq = self.mains.sample(edges_s, sorted(needed))
         out = _Rendered(volts, freq)
         nominal = self.mains.spec.nominal_v
         for name in names:
@@ -237,7 +238,7 @@ class Site:
         with_truth: bool,
     ) -> DeviceChunk:
         n = ts_ms.size
-        r = self._render(dev.appliances, edges_s)
+        r = self._render(dev.appliances, edges_s, [ch.phase for ch in dev.channels])
         nch = len(dev.channels)
         p_true = np.zeros((nch, n))
         q_true = np.zeros((nch, n))
