@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wattwatch.backup.maintenance import Maintenance
 from wattwatch.config import Settings
 from wattwatch.errors import ConfigError
 from wattwatch.ingest.pipeline import IngestPipeline
@@ -38,6 +39,7 @@ class Wattwatch:
     pipeline: IngestPipeline
     stats: IngestStats
     bootstrap: Bootstrap | None = None
+    maintenance: Maintenance | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, lock: bool = True) -> Wattwatch:
@@ -58,12 +60,23 @@ class Wattwatch:
             queries=QueryService(store, store.registry),
             pipeline=pipeline,
             stats=stats,
+            maintenance=Maintenance(
+                store,
+                retention_raw_days=settings.retention_raw_days,
+                backup_dir=settings.backup_dir,
+                backup_interval_s=settings.backup_interval_s,
+                backup_keep=settings.backup_keep,
+            ),
         )
 
     async def start(self) -> None:
         await self.pipeline.start()
+        if self.maintenance is not None:
+            self.maintenance.start()
 
     async def stop(self) -> None:
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         await self.pipeline.stop()
 
     def close(self) -> None:

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     login_token_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     log_level: str = "info"
+    # Durability (docs/reliability.md): raw readings older than this many days are dropped,
+    # rollups are kept (None: keep everything); scheduled backups while serving.
+    retention_raw_days: int | None = Field(None, ge=1)
+    backup_dir: Path | None = Field(None, description="scheduled backups go here (None: off)")
+    backup_interval_s: int = Field(24 * 3600, ge=60)
+    backup_keep: int = Field(7, ge=1, description="newest scheduled backups kept")
 
     @field_validator("database_url")
     @classmethod

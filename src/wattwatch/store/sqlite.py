@@ -111,6 +111,7 @@ class SqliteStore(SqlStore):
 
     def __init__(self, url: str, *, lock: bool = False) -> None:
         super().__init__()
+        self.url = url
         self.path = _sqlite_path(url)
         self._lock = DataDirLock(self.path.parent) if lock else None
         try:
@@ -221,6 +222,8 @@ class SqliteStore(SqlStore):
         dst = sqlite3.connect(dest)
         try:
             src.backup(dst)
+            # A self-contained file: no -wal/-shm appear beside it when it is read.
+            dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
             src.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -77,6 +78,7 @@ class SqlStore:
     backend = "sql"
     # The driver's parameter marker: "?" for sqlite3, "%s" for psycopg.
     mark = "?"
+    url: str
     engine: Engine
     read_engine: Engine
     registry: SqlRegistry
@@ -299,6 +301,10 @@ class SqlStore:
 
     def finish_copy(self) -> None:
         """After ``copy_in``: rebuild what the store derives from the copied readings."""
+
+    def backup_to(self, dest: Path) -> None:
+        """An online, consistent copy of the database into file ``dest`` (SQLite)."""
+        raise NotImplementedError(f"{self.backend} backups go through backup.service")
 
     def storage_bytes(self) -> int:
         raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Backups (create, verify, restore), moving an installation between stores, and retention."""
