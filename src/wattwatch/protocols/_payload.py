@@ -56,7 +56,11 @@ def json_type(value: object) -> str:
 
 def short(value: object, limit: int = 40) -> str:
     """``repr`` cut to ``limit`` characters: reasons quote device input, which may be huge."""
-    text = repr(value)
+    if isinstance(value, dict | list):
+        # Never repr a container: it may be megabytes, or nested deep enough to blow the stack.
+        count = len(value)
+        return f"a JSON {json_type(value)} of {count} {'entry' if count == 1 else 'entries'}"
+    text = repr(value[: limit + 1] if isinstance(value, str) else value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -148,7 +152,9 @@ def bounded_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     except TypeError as exc:  # orjson.JSONEncodeError: too deep, lone surrogates, >64-bit ints
         raise ValueError(f"attributes cannot be stored: {exc}") from None
     if len(encoded) > MAX_ATTRIBUTES_BYTES:
-        raise ValueError(f"attributes are {len(encoded)} bytes, over the {MAX_ATTRIBUTES_BYTES} limit")
+        raise ValueError(
+            f"attributes are {len(encoded)} bytes, over the {MAX_ATTRIBUTES_BYTES} limit"
+        )
     # The round trip also turns NaN/Infinity from the lenient parser into null.
     result: dict[str, Any] = orjson.loads(encoded)
     return result
@@ -341,9 +347,9 @@ def numeric_id(command_id: str, bits: int) -> int:
     same device among 2**bits values).
     """
     limit = 1 << bits
-    if len(command_id) <= 10 and command_id.isascii() and command_id.isdecimal():
-        if 0 < int(command_id) < limit:
-            return int(command_id)
+    decimal = len(command_id) <= 10 and command_id.isascii() and command_id.isdecimal()
+    if decimal and 0 < int(command_id) < limit:
+        return int(command_id)
     return zlib.crc32(command_id.encode("utf-8", "surrogatepass")) % (limit - 1) + 1
 
 

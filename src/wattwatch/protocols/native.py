@@ -93,7 +93,9 @@ def decode(
         return _decode_status(payload)
     if kind == "command/result":
         return _decode_result(payload)
-    return rejected(f"unknown topic {short(topic)}; a device publishes telemetry, status or command/result")
+    return rejected(
+        f"unknown topic {short(topic)}; a device publishes telemetry, status or command/result"
+    )
 
 
 @never_raises
@@ -173,7 +175,9 @@ def _decode_result(payload: bytes) -> Decoded:
         reason = f"ok must be true or false, got {short(ok)}"
         return Decoded(
             rejected=[Rejection(0, reason)],
-            command_result=CommandResult(ok=False, id=command_id, error=f"malformed answer: {reason}"),
+            command_result=CommandResult(
+                ok=False, id=command_id, error=f"malformed answer: {reason}"
+            ),
         )
     result = CommandResult(ok=ok, id=command_id)
     decoded = Decoded(command_result=result)
@@ -211,7 +215,7 @@ def encode_command(device: DeviceRef, action: str, command_id: str) -> OutboundM
 
 
 def topic_allowed(device: DeviceRef, topic: str, *, publish: bool) -> bool:
-    """A native device publishes its telemetry, status and results; it subscribes to its commands."""
+    """A native device publishes its telemetry, status and results; it reads its commands."""
     if address_levels(device.uid) is None:
         return False
     base = f"{ROOT}/{device.uid}"

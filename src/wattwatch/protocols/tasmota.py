@@ -1,4 +1,4 @@
-"""Tasmota smart plugs: ``tele/<topic>/SENSOR|STATE|LWT``, ``stat/<topic>/POWER|RESULT``, ``cmnd/…``.
+"""Tasmota smart plugs: ``tele/<topic>/SENSOR|STATE|LWT``, ``stat/<topic>/POWER|RESULT``.
 
 Assumes Tasmota's default ``FullTopic`` ``%prefix%/%topic%/``; ``<topic>`` is the device's
 Tasmota topic (one level), kept in ``DeviceRef.topic``.
