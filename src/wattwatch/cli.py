@@ -20,7 +20,7 @@ from rich.table import Table
 from wattwatch import __version__
 from wattwatch.app import Wattwatch
 from wattwatch.config import Settings
-from wattwatch.domain import DeviceKind, DeviceProtocol, Role
+from wattwatch.domain import DeviceKind, DeviceProtocol, Interval, Role
 from wattwatch.errors import WattwatchError
 from wattwatch.registry.service import Principal
 
@@ -274,6 +274,431 @@ def device_list(
     with services(settings_from(data_dir, database_url)) as ww:
         devices = ww.registry.db.list_devices(owner_principal(ww).org_id, site)
         emit([{k: d[k] for k in keys} for d in devices], as_json, "devices")
+
+
+# -- durability and data access (docs/reliability.md, docs/scale-out.md) ---------------------
+backup_app = typer.Typer(help="Back up, verify and restore the store.", no_args_is_help=True)
+retention_app = typer.Typer(help="Drop old raw readings (rollups stay).", no_args_is_help=True)
+export_app = typer.Typer(help="Data for analysis: files, wide views, roles.", no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
+app.add_typer(retention_app, name="retention")
+app.add_typer(export_app, name="export")
+
+BackupDir = Annotated[
+    Path, typer.Option("--dir", help="directory that holds the backups [./wattwatch-backups]")
+]
+
+
+@contextmanager
+def store_of(settings: Settings) -> Iterator[Any]:
+    """Just the store (no services): for backups, migrations and retention."""
+    from wattwatch.app import open_store
+
+    try:
+        store = open_store(settings, lock=False)
+    except WattwatchError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        yield store
+    except WattwatchError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+
+
+@backup_app.command("create")
+def backup_create(
+    backup_dir: BackupDir = Path("wattwatch-backups"),
+    keep: Annotated[int | None, typer.Option(help="then keep only the newest N")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Back up the store while it runs (SQLite backup API / pg_dump)."""
+    from wattwatch.backup.service import create_backup, read_manifest
+
+    with store_of(settings_from(data_dir, database_url)) as store:
+        path = create_backup(store, backup_dir, keep=keep)
+    emit({"path": str(path), **read_manifest(path)["counts"]}, as_json)
+
+
+@backup_app.command("verify")
+def backup_verify(
+    path: Annotated[Path, typer.Argument(help="a backup directory")], as_json: AsJson = False
+) -> None:
+    """Check a backup's files (SHA-256), integrity and row counts; exit 1 if damaged."""
+    from wattwatch.backup.service import verify_backup
+
+    try:
+        found = verify_backup(path)
+    except WattwatchError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    emit({"path": str(path), "ok": found.ok, "problems": found.problems}, as_json)
+    if not found.ok:
+        raise typer.Exit(1)
+
+
+@backup_app.command("restore")
+def backup_restore(
+    path: Annotated[Path, typer.Argument(help="a backup directory")],
+    force: Annotated[bool, typer.Option(help="replace an existing store")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Restore a backup into the data dir or --database-url (stop wattwatch first)."""
+    from wattwatch.backup.service import restore_backup
+    from wattwatch.store.sqlite import DataDirLock
+
+    settings = settings_from(data_dir, database_url)
+    url = settings.store_url()
+    lock = None
+    try:
+        if url.startswith("sqlite:///"):
+            # Never pull the file from under a running server.
+            lock = DataDirLock(Path(url.removeprefix("sqlite:///")).parent)
+        counts = restore_backup(path, url, force=force)
+    except WattwatchError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        if lock is not None:
+            lock.release()
+    emit({"restored": str(path), **counts}, as_json)
+
+
+@backup_app.command("list")
+def backup_list(backup_dir: BackupDir = Path("wattwatch-backups"), as_json: AsJson = False) -> None:
+    """List the complete backups in a directory, oldest first."""
+    from wattwatch.backup.service import list_backups, read_manifest
+
+    rows = []
+    for path in list_backups(backup_dir):
+        manifest = read_manifest(path)
+        rows.append(
+            {
+                "path": str(path),
+                "backend": manifest["backend"],
+                "created": manifest["created"],
+                "readings": manifest["counts"]["readings"],
+            }
+        )
+    emit(rows, as_json, "backups")
+
+
+@app.command()
+def migrate(
+    source: Annotated[
+        str, typer.Option("--from", help="sqlite:///…/wattwatch.db or postgresql://…")
+    ],
+    target: Annotated[
+        str, typer.Option("--to", help="an empty store: postgresql://… or sqlite:///…")
+    ],
+    as_json: AsJson = False,
+) -> None:
+    """Move a whole installation (registry, readings, rollups) to another store."""
+    from rich.progress import Progress
+
+    from wattwatch.backup.migrate import migrate as run_migration
+
+    with (
+        store_of(Settings(database_url=source)) as src,
+        store_of(Settings(database_url=target)) as dst,
+        Progress(console=err, transient=True) as bar,
+    ):
+        tasks: dict[str, Any] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=total or 1)
+            bar.update(tasks[table], completed=done)
+
+        copied = run_migration(src, dst, progress)
+    emit(copied, as_json)
+
+
+@retention_app.command("apply")
+def retention_apply(
+    days: Annotated[
+        int | None, typer.Option(help="keep this many days [WATTWATCH_RETENTION_RAW_DAYS]")
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Drop raw readings older than the retention age; rollups are kept."""
+    from wattwatch.backup.maintenance import apply_retention
+
+    settings = settings_from(data_dir, database_url)
+    keep_days = days if days is not None else settings.retention_raw_days
+    if keep_days is None or keep_days < 1:
+        err.print("[red]error:[/red] give --days N (N ≥ 1) or set WATTWATCH_RETENTION_RAW_DAYS")
+        raise typer.Exit(2)
+    with store_of(settings) as store:
+        dropped = apply_retention(store, keep_days)
+    emit({"dropped_readings": dropped, "kept_days": keep_days}, as_json)
+
+
+@export_app.command("readings")
+def export_readings_cmd(
+    device: Annotated[int, typer.Option(help="device id")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="file to write")],
+    start: Annotated[str, typer.Option("--from", help="ISO 8601 or epoch ms")],
+    end: Annotated[str | None, typer.Option("--to", help="ISO 8601 or epoch ms [now]")] = None,
+    interval: Annotated[Interval, typer.Option(help="raw, 1m, 1h, 1d, 1w, 1mo")] = Interval.RAW,
+    channel: Annotated[str | None, typer.Option(help="only this channel")] = None,
+    metrics: Annotated[str | None, typer.Option(help="comma-separated (raw)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or parquet [from -o]")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Export a device's readings to CSV or Parquet, with a progress bar."""
+    from rich.progress import Progress
+
+    from wattwatch.domain import now_ms, parse_ts
+    from wattwatch.export import export_readings
+
+    kind = fmt or output.suffix.lstrip(".").lower()
+    try:
+        from_ms = parse_ts(start)
+        to_ms = parse_ts(end) if end else now_ms() + 1
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    with (
+        services(settings_from(data_dir, database_url)) as ww,
+        Progress(console=err, transient=True) as bar,
+    ):
+        task = bar.add_task(f"export {output.name}", total=None)
+
+        def progress(done: int, expected: int | None) -> None:
+            bar.update(task, completed=done, total=max(expected or 0, done) or None)
+
+        with output.open("wb") as out:
+            n = export_readings(
+                ww.queries,
+                owner_principal(ww).org_id,
+                device,
+                out,
+                fmt=kind,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                interval=interval,
+                channel=channel,
+                metrics=wanted,
+                progress=progress,
+            )
+    err.print(f"{n:,} rows written to {output}")
+
+
+@export_app.command("view")
+def export_view(
+    device: Annotated[int | None, typer.Option(help="a wide view of this device")] = None,
+    site: Annotated[int | None, typer.Option(help="a wide view of this site")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """(Re)create the wide SQL view wide_device_<id> / wide_site_<id> for pandas."""
+    from wattwatch.export import create_device_view, create_site_view
+
+    if (device is None) == (site is None):
+        err.print("[red]error:[/red] give --device ID or --site ID")
+        raise typer.Exit(2)
+    with services(settings_from(data_dir, database_url)) as ww:
+        if device is not None:
+            ww.registry.db.get_device(owner_principal(ww).org_id, device)
+            name = create_device_view(ww.store, device)
+        else:
+            name = create_site_view(ww.store, owner_principal(ww).org_id, site or 0)
+    console.print(name)
+    err.print(f'pandas: pd.read_sql_table("{name}", sqlalchemy.create_engine(URL))')
+
+
+@export_app.command("analyst-role")
+def export_analyst_role(
+    name: Annotated[str, typer.Option(help="login name, e.g. analyst")],
+    password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a read-only PostgreSQL login for data scientists (no secrets visible)."""
+    from wattwatch.export import create_analyst_role
+
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    )
+    with store_of(settings_from(None, database_url)) as store:
+        create_analyst_role(store, name, password)
+    console.print(f"role {name} can now read readings, rollups and the wide views")
+
+
+@app.command()
+def report(
+    site: Annotated[int | None, typer.Option(help="site id")] = None,
+    device: Annotated[int | None, typer.Option(help="device id")] = None,
+    area: Annotated[int | None, typer.Option(help="area id")] = None,
+    period: Annotated[str, typer.Option(help="week, month, quarter or custom")] = "month",
+    start: Annotated[
+        str | None, typer.Option(help="a day in the period, YYYY-MM-DD [last complete one]")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="custom: last day, YYYY-MM-DD")] = None,
+    format: Annotated[str, typer.Option(help="json, html, pdf, csv or xlsx")] = "json",
+    table: Annotated[str | None, typer.Option(help="csv: daily, hourly, devices …")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write here")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Energy report of a site, area or device: totals, cost, peak, profile, findings."""
+    from wattwatch.reports.periods import parse_day
+
+    fmt = "json" if as_json else format
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.reports is not None
+        built = ww.reports.build(
+            owner_principal(ww).org_id,
+            site_id=site,
+            area_id=area,
+            device_id=device,
+            period=period,
+            start=parse_day(start),
+            end=parse_day(end, "end"),
+        )
+        rendered = ww.reports.render(built, fmt, table)
+    if output is None and fmt in ("pdf", "xlsx"):
+        output = Path(rendered.filename)
+    if output is None:
+        sys.stdout.write(rendered.content.decode())
+        if not rendered.content.endswith(b"\n"):
+            sys.stdout.write("\n")
+        return
+    output.write_bytes(rendered.content)
+    err.print(f"wrote {output} ({len(rendered.content):,} bytes)")
+
+
+# -- alerts and plugins (docs/hooks.md) ----------------------------------------------------
+alert_app = typer.Typer(help="Alert rules and alerts.", no_args_is_help=True)
+alert_rules_app = typer.Typer(help="Manage alert rules.", no_args_is_help=True)
+app.add_typer(alert_app, name="alert")
+alert_app.add_typer(alert_rules_app, name="rules")
+
+
+def _rule_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@alert_rules_app.command("add")
+def alert_rule_add(
+    name: Annotated[str, typer.Option(help="rule name")],
+    kind: Annotated[str, typer.Option(help="threshold, range, offline, energy_budget, …")],
+    device: Annotated[int | None, typer.Option(help="device id")] = None,
+    site: Annotated[int | None, typer.Option(help="site id")] = None,
+    area: Annotated[int | None, typer.Option(help="area id")] = None,
+    channel: Annotated[str | None, typer.Option(help="only this channel")] = None,
+    severity: Annotated[str, typer.Option(help="critical, major, minor, warning, info")] = (
+        "warning"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="kind field as KEY=VALUE (JSON value), e.g. value=2000"),
+    ] = None,
+    notify: Annotated[
+        str | None, typer.Option(help='JSON list, e.g. \'[3, {"email": "ops@example.com"}]\'')
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an alert rule (a running server picks it up within seconds)."""
+    from pydantic import ValidationError
+
+    from wattwatch.alerts.rules import RULE_ADAPTER
+
+    body: dict[str, Any] = {"name": name, "kind": kind, "severity": severity}
+    for key, value in (("device_id", device), ("site_id", site), ("area_id", area)):
+        if value is not None:
+            body[key] = value
+    if channel is not None:
+        body["channel"] = channel
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"[red]error:[/red] --set {item!r}: use KEY=VALUE")
+            raise typer.Exit(2)
+        body[key.strip()] = _rule_value(value)
+    if notify:
+        body["notify"] = _rule_value(notify)
+    try:
+        rule = RULE_ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        for problem in exc.errors()[:10]:
+            where = ".".join(str(x) for x in problem["loc"])
+            err.print(f"[red]error:[/red] {where}: {problem['msg']}")
+        raise typer.Exit(2) from None
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.alerts is not None
+        emit(ww.alerts.create_rule(owner_principal(ww), rule), as_json)
+
+
+@alert_rules_app.command("list")
+def alert_rule_list(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, as_json: AsJson = False
+) -> None:
+    """List alert rules."""
+    keys = ("id", "name", "kind", "severity", "enabled", "device_id", "site_id", "area_id")
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.alerts is not None
+        rules = ww.alerts.list_rules(owner_principal(ww))
+        emit(rules if as_json else [{k: r[k] for k in keys} for r in rules], as_json, "rules")
+
+
+@alert_app.command("list")
+def alert_list(
+    state: Annotated[str | None, typer.Option(help="active, acknowledged or cleared")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """List alerts, newest first."""
+    keys = ("id", "state", "severity", "message", "count", "raised_ms", "acknowledged_by")
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.alerts is not None
+        found = ww.alerts.list_alerts(owner_principal(ww), [state] if state else None)
+        emit(found if as_json else [{k: a[k] for k in keys} for a in found], as_json, "alerts")
+
+
+@alert_app.command("ack")
+def alert_ack(
+    alert_id: Annotated[int, typer.Argument(help="alert id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Acknowledge an alert (recorded as acknowledged by 'cli')."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.alerts is not None
+        alert = ww.alerts.acknowledge(owner_principal(ww), alert_id)
+        alert.pop("history", None)
+        emit(alert, as_json)
+
+
+@app.command()
+def plugins(as_json: AsJson = False) -> None:
+    """List the loaded plugins (built in and from the 'wattwatch' entry points) and their hooks."""
+    from wattwatch.hooks.plugins import describe_plugins, make_plugin_manager
+
+    found = describe_plugins(make_plugin_manager())
+    if not as_json:
+        found = [{**p, "hooks": ", ".join(p["hooks"])} for p in found]
+    emit(found, as_json, "plugins")
 
 
 def main() -> None:  # pragma: no cover - console entry

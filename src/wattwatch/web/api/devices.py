@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from wattwatch.domain import DeviceKind, DeviceProtocol, Interval, Role, now_ms
+from wattwatch.export import MEDIA_TYPES, export_bytes
 from wattwatch.queries.service import DEFAULT_LIMIT
 from wattwatch.web.deps import Caller, Services, parse_time, public
 
@@ -80,10 +81,32 @@ def readings(
     metrics: str | None = Query(None, description="comma-separated, e.g. power_w,voltage_v"),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=1_000_000),
     cursor: str | None = Query(None, description="the 'next' of the previous page"),
-) -> dict[str, Any]:
+    format: Literal["json", "csv", "parquet"] = Query(
+        "json", description="csv or parquet: the whole range as a file (no paging)"
+    ),
+) -> Any:
     """Raw readings or rollups (1m, 1h, 1d; 1w and 1mo in the site's timezone)."""
     end = parse_time(to, now_ms() + 1)
     start = parse_time(from_, end - 86_400_000)
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    if format != "json":
+        body = export_bytes(
+            ww.queries,
+            caller.org_id,
+            device_id,
+            fmt=format,
+            from_ms=start,
+            to_ms=end,
+            interval=interval,
+            channel=channel,
+            metrics=wanted,
+        )
+        name = f"device-{device_id}-{interval.value}.{format}"
+        return Response(
+            body,
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
     return ww.queries.readings(
         caller.org_id,
         device_id,
@@ -91,7 +114,7 @@ def readings(
         to_ms=end,
         interval=interval,
         channel=channel,
-        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        metrics=wanted,
         limit=limit,
         cursor=cursor,
     )
