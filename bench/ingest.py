@@ -1,7 +1,10 @@
 """Ingest benchmark: HTTP batch upload of 1,000,000 readings from 1,000 devices to a real server.
 
-Prints readings/s and the ratio to a bare SQLite ``executemany`` of the same rows into the same
-table layout, measured in the same run. Usage: python bench/ingest.py [--devices N --per-device M]
+Prints readings/s of the HTTP path and of the store write path (``write_readings`` in pipeline
+sized batches), and the ratio to a bare bulk insert of the same rows into the same table layout
+measured in the same run (SQLite ``executemany``; PostgreSQL ``COPY``).
+Usage: python bench/ingest.py [--devices N --per-device M] [--database-url postgresql://…]
+(the PostgreSQL database should be empty; bench/backends.py makes a fresh one and runs both).
 """
 
 from __future__ import annotations
@@ -79,23 +82,140 @@ def bare_executemany(batches: list[list[dict[str, float | int]]]) -> float:
     return n / elapsed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--devices", type=int, default=1000)
-    ap.add_argument("--per-device", type=int, default=1000)
-    ap.add_argument("--clients", type=int, default=8)
-    args = ap.parse_args()
-    t0 = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
-    batches = bodies(args.devices, args.per_device, t0)
-    n = args.devices * args.per_device
-    print(f"readings: {n:,} from {args.devices:,} devices")
+def bare_copy(batches: list[list[dict[str, float | int]]], database_url: str) -> float:
+    """PostgreSQL: the same rows COPYed into a bare partitioned table, one commit per batch."""
+    import psycopg
+
+    from wattwatch.store.postgres import libpq_url
+
+    ts_all = [r["ts"] for b in batches for r in b]
+    lo, hi = min(ts_all) - 86_400_000, max(ts_all) + 86_400_000
+    rows = [
+        [
+            (
+                ch + 1,
+                r["ts"],
+                round(r["power_w"] * 1000),
+                round(r["energy_wh"] * 1000),
+                round(r["voltage_v"] * 1000),
+                round(r["current_a"] * 1000),
+                None,
+            )
+            for r in batch
+        ]
+        for ch, batch in enumerate(batches)
+    ]
+    n = sum(len(b) for b in rows)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bench_bare CASCADE")
+        conn.execute("CREATE SCHEMA bench_bare")
+        conn.execute(
+            "CREATE TABLE bench_bare.readings (ch integer NOT NULL, ts bigint NOT NULL, "
+            "p bigint, e bigint, v bigint, a bigint, extra text, PRIMARY KEY (ch, ts)) "
+            "PARTITION BY RANGE (ts)"
+        )
+        conn.execute(
+            f"CREATE TABLE bench_bare.readings_p PARTITION OF bench_bare.readings "
+            f"FOR VALUES FROM ({lo}) TO ({hi})"
+        )
+        started = time.perf_counter()
+        for batch in rows:
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy("COPY bench_bare.readings FROM STDIN") as copy,
+            ):
+                for row in batch:
+                    copy.write_row(row)
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP SCHEMA bench_bare CASCADE")
+    return n / elapsed
+
+
+def store_write_path(
+    batches: list[list[dict[str, float | int]]], database_url: str | None, batch_rows: int
+) -> float:
+    """readings/s of ``store.write_readings`` (dedupe, rollups, insert) in pipeline batches."""
+    from wattwatch.app import open_store
+    from wattwatch.config import Settings
+    from wattwatch.store.base import StoredRow
 
     with tempfile.TemporaryDirectory() as tmp:
-        srv = ServerProcess(Path(tmp) / "data").start()
+        settings = Settings(data_dir=Path(tmp), database_url=database_url)
+        store = open_store(settings, lock=True)
+        try:
+            db = store.registry
+            org = db.create_org("bench")
+            chans = []
+            for d in range(len(batches)):
+                uid = f"store-bench-{d}"
+                values = {
+                    "uid": uid, "org_id": org, "name": uid, "kind": "monitor",
+                    "protocol": "native", "topic": uid, "identifiers": {}, "key_map": {},
+                }  # fmt: skip
+                chans.append(db.channel_ids_of(db.create_device(values, ["mains"]))["mains"])
+            rows = [
+                StoredRow(
+                    ch,
+                    int(r["ts"]),
+                    round(r["power_w"] * 1000),
+                    round(r["energy_wh"] * 1000),
+                    round(r["voltage_v"] * 1000),
+                    round(r["current_a"] * 1000),
+                    None,
+                )
+                for ch, batch in zip(chans, batches, strict=True)
+                for r in batch
+            ]
+            started = time.perf_counter()
+            for i in range(0, len(rows), batch_rows):
+                assert store.write_readings(rows[i : i + batch_rows]) == []
+            elapsed = time.perf_counter() - started
+        finally:
+            store.close()
+    return len(rows) / elapsed
+
+
+def run(
+    n_devices: int,
+    per_device: int,
+    clients: int,
+    database_url: str | None,
+) -> dict[str, float]:
+    """Measure one backend (SQLite in a temporary data dir, or the given PostgreSQL database)."""
+    t0 = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    batches = bodies(n_devices, per_device, t0)
+    n = n_devices * per_device
+    backend = "PostgreSQL" if database_url else "SQLite"
+    print(f"[{backend}] readings: {n:,} from {n_devices:,} devices")
+    http_rate, elapsed = http_ingest(batches, clients, database_url)
+    print(f"[{backend}] HTTP batch ingest:   {http_rate:12,.0f} readings/s ({elapsed:.1f} s)")
+    # Same database, new devices: the write path starts from empty channels as HTTP did.
+    store_rate = store_write_path(batches, database_url, 20_000)
+    print(f"[{backend}] store write path:    {store_rate:12,.0f} readings/s (20,000-row batches)")
+    if database_url:
+        bare_rate = bare_copy(batches, database_url)
+        label = "bare COPY"
+    else:
+        bare_rate = bare_executemany(batches)
+        label = "bare executemany"
+    print(f"[{backend}] {label + ':':20s} {bare_rate:12,.0f} readings/s (same rows, same table)")
+    print(f"[{backend}] ratio HTTP / bare:   {http_rate / bare_rate:12.2f}")
+    print(f"[{backend}] ratio store / bare:  {store_rate / bare_rate:12.2f}")
+    return {"http": http_rate, "store": store_rate, "bare": bare_rate}
+
+
+def http_ingest(
+    batches: list[list[dict[str, float | int]]], clients: int, database_url: str | None
+) -> tuple[float, float]:
+    n = sum(len(b) for b in batches)
+    extra = ("--database-url", database_url) if database_url else ()
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = ServerProcess(Path(tmp) / "data", *extra).start()
         try:
             api = login(srv.url, "owner@localhost", srv.password or "")
             tokens = []
-            for d in range(args.devices):
+            for d in range(len(batches)):
                 r = api.post("/api/v1/devices", json={"name": f"dev{d}", "uid": f"bench-{d}"})
                 tokens.append(r.json()["token"])
             api.close()
@@ -115,17 +235,23 @@ def main() -> None:
                     return int(r.json()["accepted"])
 
             started = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                accepted = sum(pool.map(send, range(args.devices)))
+            with ThreadPoolExecutor(clients) as pool:
+                accepted = sum(pool.map(send, range(len(batches))))
             elapsed = time.perf_counter() - started
         finally:
             srv.stop()
     assert accepted == n, (accepted, n)
-    http_rate = n / elapsed
-    bare_rate = bare_executemany(batches)
-    print(f"HTTP batch ingest:     {http_rate:12,.0f} readings/s ({elapsed:.1f} s)")
-    print(f"bare SQLite executemany: {bare_rate:10,.0f} readings/s (same rows, same table)")
-    print(f"ratio HTTP / bare:     {http_rate / bare_rate:12.2f}")
+    return n / elapsed, elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--per-device", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--database-url", default=None, help="an empty PostgreSQL database")
+    args = ap.parse_args()
+    run(args.devices, args.per_device, args.clients, args.database_url)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,16 @@ def timed(fn: object, repeat: int = 5) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--database-url", default=None, help="an empty PostgreSQL database")
     args = ap.parse_args()
-    n = args.days * 17_280
+    run(args.days, args.database_url)
+
+
+def run(days: int, database_url: str | None) -> dict[str, float]:
+    n = days * 17_280
+    backend = "PostgreSQL" if database_url else "SQLite"
     with tempfile.TemporaryDirectory() as tmp:
-        ww = Wattwatch.open(Settings(data_dir=Path(tmp)), lock=True)
+        ww = Wattwatch.open(Settings(data_dir=Path(tmp), database_url=database_url), lock=True)
         owner = Principal(0, ww.registry.db.create_org("bench"), Role.OWNER, "bench")
         site = ww.registry.create_site(owner, "Bench", "Europe/Madrid", {"price_per_kwh": 0.2})
         device, _ = ww.registry.create_device(owner, name="meter", site_id=site["id"])
@@ -81,21 +87,31 @@ def main() -> None:
                 owner.org_id, device["id"], from_ms=year_end - DAY, to_ms=year_end
             )
         )
+        m = ww.store.mark
         with ww.store.read_engine.connect() as conn:
             bare = timed(
                 lambda: conn.exec_driver_sql(
-                    "SELECT sum(p) FROM readings WHERE ch = ? AND ts >= ? AND ts < ?",
+                    f"SELECT sum(p) FROM readings WHERE ch = {m} AND ts >= {m} AND ts < {m}",
                     (ch, t0, year_end),
                 ).all(),
                 repeat=1,
             )
         count = ww.store.count_readings()
         ww.close()
-    print(f"readings: {count:,} ({args.days} days at 5 s), loaded at {count / load_s:,.0f}/s")
-    print(f"daily energy + cost for the year: {q_daily * 1000:8.1f} ms")
-    print(f"bare SUM over the raw year:       {bare * 1000:8.1f} ms  (ratio {bare / q_daily:.0f}x)")
-    print(f"24 h raw query (17,280 points):   {q_raw * 1000:8.1f} ms")
-    print(f"storage: {size / count:.1f} bytes per reading incl. indexes and rollups")
+    b = f"[{backend}]"
+    print(f"{b} readings: {count:,} ({days} days at 5 s), loaded at {count / load_s:,.0f}/s")
+    print(f"{b} daily energy + cost for the year: {q_daily * 1000:8.1f} ms")
+    ratio = bare / q_daily
+    print(f"{b} bare SUM over the raw year:       {bare * 1000:8.1f} ms  (ratio {ratio:.0f}x)")
+    print(f"{b} 24 h raw query (17,280 points):   {q_raw * 1000:8.1f} ms")
+    print(f"{b} storage: {size / count:.1f} bytes per reading incl. indexes and rollups")
+    return {
+        "load": count / load_s,
+        "daily_ms": q_daily * 1000,
+        "bare_ms": bare * 1000,
+        "raw_ms": q_raw * 1000,
+        "bytes_per_reading": size / count,
+    }
 
 
 if __name__ == "__main__":

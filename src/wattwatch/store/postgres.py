@@ -55,6 +55,10 @@ _DATA_DDL: tuple[str, ...] = (
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
+# Column types for binary COPY, in table order.
+_READING_TYPES = ("int4", "int8", "int8", "int8", "int8", "int8", "text")
+_ROLLUP_TYPES = ("int4", "int8", "int8", "int8", "int8", "int8", "int8", "int8")
+
 
 def sqlalchemy_url(url: str) -> str:
     """``postgresql://…`` / ``postgres://…`` as SQLAlchemy's psycopg 3 URL."""
@@ -234,7 +238,11 @@ class PostgresStore(SqlStore):
             )
 
     def _insert_readings(self, cur: Any, rows: list[StoredRow]) -> None:
-        with cur.copy("COPY readings (ch, ts, p, e, v, a, extra) FROM STDIN") as copy:
+        # Binary COPY: about twice the rows/s of text COPY, no number formatting in Python.
+        with cur.copy(
+            "COPY readings (ch, ts, p, e, v, a, extra) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_READING_TYPES)
             for row in rows:
                 copy.write_row(row)
 
@@ -248,7 +256,8 @@ class PostgresStore(SqlStore):
             "CREATE TEMP TABLE IF NOT EXISTS rollup_in (ch integer, bucket bigint, n bigint, "
             "pn bigint, psum bigint, pmin bigint, pmax bigint, e bigint) ON COMMIT DELETE ROWS"
         )
-        with cur.copy("COPY rollup_in FROM STDIN") as copy:
+        with cur.copy("COPY rollup_in FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_ROLLUP_TYPES)
             for row in batch:
                 copy.write_row(row)
         cur.execute(upsert_sql(table, select_from="rollup_in"))

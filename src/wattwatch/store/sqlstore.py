@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -124,15 +125,24 @@ class SqlStore:
 
     def _write(self, rows: Sequence[StoredRow]) -> list[int]:
         duplicates: list[int] = []
-        per_channel: dict[int, list[tuple[int, StoredRow]]] = defaultdict(list)
-        seen: set[tuple[int, int]] = set()
+        # Row indices per channel, in ts order, without repeats (the first of a repeat wins).
+        per_channel: dict[int, list[int]] = defaultdict(list)
         for i, row in enumerate(rows):
-            key = (row[0], row[1])
-            if key in seen:
-                duplicates.append(i)
-                continue
-            seen.add(key)
-            per_channel[row[0]].append((i, row))
+            per_channel[row[0]].append(i)
+        for ch, idx in per_channel.items():
+            ts = [rows[i][1] for i in idx]
+            if any(b <= a for a, b in pairwise(ts)):
+                # Out of order or repeated: a stable sort keeps each first occurrence first.
+                order = sorted(range(len(idx)), key=ts.__getitem__)
+                kept: list[int] = []
+                prev = None
+                for k in order:
+                    if ts[k] == prev:
+                        duplicates.append(idx[k])
+                    else:
+                        prev = ts[k]
+                        kept.append(idx[k])
+                per_channel[ch] = kept
         if not per_channel:
             return duplicates
         self._before_write(rows)
@@ -145,27 +155,27 @@ class SqlStore:
             self._lock_channels(cur, chans)
             last_of = self._last_points(cur, chans)
             for ch in chans:
-                items = per_channel[ch]
-                items.sort(key=lambda item: item[1][1])
+                fresh = [rows[i] for i in per_channel[ch]]
                 last = last_of.get(ch)
-                first_ts, last_ts = items[0][1][1], items[-1][1][1]
+                first_ts, last_ts = fresh[0][1], fresh[-1][1]
+                stored: list[rollups.Point]
                 if last is None or first_ts > last[0]:
-                    fresh = items
-                    stored: list[rollups.Point] = [] if last is None else [last]
+                    stored = [] if last is None else [last]
                 else:
                     stored = self._neighbourhood(cur, ch, first_ts, last_ts)
                     stored_ts = {p[0] for p in stored}
-                    fresh = []
-                    for i, row in items:
-                        if row[1] in stored_ts:
+                    kept_rows = []
+                    for i in per_channel[ch]:
+                        if rows[i][1] in stored_ts:
                             duplicates.append(i)
                         else:
-                            fresh.append((i, row))
-                    if not fresh:
+                            kept_rows.append(rows[i])
+                    if not kept_rows:
                         continue
-                new_points = [(row[1], row[2], row[3]) for _, row in fresh]
+                    fresh = kept_rows
+                new_points = [(r[1], r[2], r[3]) for r in fresh]
                 rollups.add_channel(minutes, ch, new_points, stored)
-                to_insert.extend(row for _, row in fresh)
+                to_insert.extend(fresh)
                 if last is None or new_points[-1][0] > last[0]:
                     newest[ch] = new_points[-1]
             if to_insert:
