@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wattwatch.alerts.engine import AlertEngine
+from wattwatch.alerts.service import AlertService
 from wattwatch.backup.maintenance import Maintenance
 from wattwatch.config import Settings
 from wattwatch.errors import ConfigError
+from wattwatch.hooks.delivery import RetryPolicy
+from wattwatch.hooks.dispatcher import HookDispatcher
+from wattwatch.hooks.notifiers import SmtpConfig
+from wattwatch.hooks.plugins import make_plugin_manager
+from wattwatch.hooks.service import WebhookService
 from wattwatch.ingest.pipeline import IngestPipeline
 from wattwatch.ingest.stats import IngestStats
 from wattwatch.queries.service import QueryService
 from wattwatch.registry.service import Bootstrap, RegistryService
+from wattwatch.store.alerts import SqlAlertStore
 from wattwatch.store.sqlstore import SqlStore
 
 
@@ -40,6 +48,9 @@ class Wattwatch:
     stats: IngestStats
     bootstrap: Bootstrap | None = None
     maintenance: Maintenance | None = None
+    alerts: AlertService | None = None
+    hooks: HookDispatcher | None = None
+    webhooks: WebhookService | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, lock: bool = True) -> Wattwatch:
@@ -53,6 +64,7 @@ class Wattwatch:
             queue_readings=settings.ingest_queue_readings,
             batch_readings=settings.ingest_batch_readings,
         )
+        alerts, hooks, webhooks = build_alerts_and_hooks(settings, store, pipeline)
         return cls(
             settings=settings,
             store=store,
@@ -67,9 +79,15 @@ class Wattwatch:
                 backup_interval_s=settings.backup_interval_s,
                 backup_keep=settings.backup_keep,
             ),
+            alerts=alerts,
+            hooks=hooks,
+            webhooks=webhooks,
         )
 
     async def start(self) -> None:
+        if self.hooks is not None and self.alerts is not None:
+            await self.hooks.start()
+            await self.alerts.engine.start()
         await self.pipeline.start()
         if self.maintenance is not None:
             self.maintenance.start()
@@ -78,6 +96,45 @@ class Wattwatch:
         if self.maintenance is not None:
             await self.maintenance.stop()
         await self.pipeline.stop()
+        if self.hooks is not None and self.alerts is not None:
+            await self.alerts.engine.stop()
+            await self.hooks.stop()
 
     def close(self) -> None:
         self.store.close()
+
+def build_alerts_and_hooks(
+    settings: Settings, store: SqlStore, pipeline: IngestPipeline
+) -> tuple[AlertService, HookDispatcher, WebhookService]:
+    """The alert engine and the hook dispatcher, listening to committed batches."""
+    alert_store = SqlAlertStore(store.engine, store.read_engine)
+    engine = AlertEngine(alert_store, store.registry, store)
+    smtp = None
+    if settings.smtp_host:
+        smtp = SmtpConfig(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            settings.smtp_username,
+            settings.smtp_password,
+            settings.smtp_starttls,
+        )
+    hooks = HookDispatcher(
+        make_plugin_manager(entry_points=settings.plugins_enabled),
+        alert_store,
+        store.registry,
+        data_dir=settings.data_dir,
+        retry=RetryPolicy(
+            settings.delivery_attempts,
+            settings.delivery_first_delay_s,
+            settings.delivery_backoff_factor,
+            settings.delivery_max_delay_s,
+            settings.delivery_timeout_s,
+        ),
+        smtp=smtp,
+    )
+    engine.add_listener(hooks.on_alert)
+    pipeline.add_listener(engine.on_batch)
+    pipeline.add_listener(hooks.on_batch)
+    alerts = AlertService(alert_store, store.registry, engine, lambda: hooks.notifiers)
+    return alerts, hooks, WebhookService(alert_store, hooks)

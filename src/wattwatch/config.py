@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     backup_interval_s: int = Field(24 * 3600, ge=60)
     backup_keep: int = Field(7, ge=1, description="newest scheduled backups kept")
 
+    # Alerts and hooks (docs/hooks.md): email notifications need an SMTP server; webhook,
+    # email and MQTT deliveries are retried on a backoff schedule, then dead-lettered.
+    smtp_host: str | None = Field(None, description="SMTP server for alert emails (None: off)")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "wattwatch@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    delivery_attempts: int = Field(6, ge=1, le=20, description="tries per delivery in all")
+    delivery_first_delay_s: float = Field(2.0, ge=0, description="wait before the 2nd try")
+    delivery_backoff_factor: float = Field(4.0, ge=1)
+    delivery_max_delay_s: float = Field(600.0, ge=0)
+    delivery_timeout_s: float = Field(10.0, gt=0)
+    plugins_enabled: bool = Field(True, description="load plugins of the 'wattwatch' entry points")
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:

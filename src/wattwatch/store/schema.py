@@ -138,3 +138,155 @@ channels = Table(
     Column("created_ms", BigInteger, nullable=False),
     UniqueConstraint("device_id", "name", name="uq_channels_device_name"),
 )
+
+# -- alerts and hooks (DESIGN §5) ---------------------------------------------------------
+# A rule's scope is one of device (+ optional channel), area or site; kind-specific
+# settings (threshold, range, calendar, budget …) live in ``params``.
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("device_id", ForeignKey("devices.id", ondelete="CASCADE"), nullable=True),
+    Column("channel", String(64), nullable=True),
+    Column("area_id", ForeignKey("areas.id", ondelete="CASCADE"), nullable=True),
+    Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), nullable=True),
+    Column("params", JSON, nullable=False),
+    Column("notify", JSON, nullable=False),
+    Column("created_by", String(320), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_alert_rules_org", "org_id"),
+)
+
+# One row per rule + target while it is open; repeat triggers update it (ThingsBoard alarms).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("rule_id", ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("device_id", Integer, nullable=True),
+    Column("channel", String(64), nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # active | acknowledged | cleared
+    Column("message", Text, nullable=False),
+    Column("value", JSON, nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("count", Integer, nullable=False, default=1),
+    Column("raised_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("acknowledged_ms", BigInteger, nullable=True),
+    Column("acknowledged_by", String(320), nullable=True),
+    Column("cleared_ms", BigInteger, nullable=True),
+    Index("ix_alerts_org_state", "org_id", "state"),
+    Index("ix_alerts_rule_target", "rule_id", "target"),
+)
+
+alert_history = Table(
+    "alert_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("action", String(16), nullable=False),  # raised | updated | acknowledged | cleared
+    Column("actor", String(320), nullable=True),
+    Column("details", JSON, nullable=False),
+    Index("ix_alert_history_alert", "alert_id"),
+)
+
+# The secret signs deliveries, so it is kept as given (it cannot be a hash); never listed.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("secret", String(200), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_by", String(320), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_webhooks_org", "org_id"),
+)
+
+# Deliveries (webhook, email, MQTT) that failed every retry: kept to inspect and replay.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("webhook_id", ForeignKey("webhooks.id", ondelete="SET NULL"), nullable=True),
+    Column("channel", String(16), nullable=False),  # webhook | email | mqtt
+    Column("target", JSON, nullable=False),  # url / addresses / topic; never a secret
+    Column("event", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # dead | replaying | delivered
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_dead_letters_org", "org_id", "state"),
+)
+
+# -- reports (issue 7) --------------------------------------------------------------------
+# Per-site report settings: business hours and CO2 factor, as one JSON object
+# (``wattwatch.reports.settings.ReportSettings``).
+report_settings = Table(
+    "report_settings",
+    metadata,
+    Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+    Column("settings", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# "Every Monday 08:00 site time, the weekly report of this site to these addresses."
+# Exactly one of site_id / area_id / device_id is set.
+report_schedules = Table(
+    "report_schedules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), nullable=True),
+    Column("area_id", ForeignKey("areas.id", ondelete="CASCADE"), nullable=True),
+    Column("device_id", ForeignKey("devices.id", ondelete="CASCADE"), nullable=True),
+    Column("period", String(16), nullable=False),  # week | month | quarter
+    Column("cron", String(120), nullable=False),  # in the site's timezone
+    Column("recipients", JSON, nullable=False),
+    Column("format", String(8), nullable=False),  # pdf | html
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_run_ms", BigInteger, nullable=False),
+    Column("created_by", String(320), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_report_schedules_due", "enabled", "next_run_ms"),
+    Index("ix_report_schedules_org", "org_id"),
+)
+
+# What was sent: one row per schedule and report period, so a restart never sends twice.
+report_deliveries = Table(
+    "report_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("schedule_id", ForeignKey("report_schedules.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("period_start_ms", BigInteger, nullable=False),
+    Column("period_end_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # sent | failed
+    Column("attempts", Integer, nullable=False),
+    Column("recipients", JSON, nullable=False),
+    Column("attachment", String(200), nullable=True),
+    Column("bytes", Integer, nullable=True),
+    Column("link", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("sent_ms", BigInteger, nullable=True),
+    UniqueConstraint("schedule_id", "period_start_ms", name="uq_report_deliveries_period"),
+    Index("ix_report_deliveries_org", "org_id"),
+)

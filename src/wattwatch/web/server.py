@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from wattwatch import __version__
 from wattwatch.web import errors
+from wattwatch.web.api import alerts as alert_api
 from wattwatch.web.api import auth, devices, health, sites, telemetry
+from wattwatch.web.api import webhooks as webhook_api
 
 if TYPE_CHECKING:
     from wattwatch.app import Wattwatch
@@ -36,5 +38,7 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
     app.state.ww = ww
     errors.install(app)
     for module in (auth, sites, devices, telemetry, health):
+        app.include_router(module.router)
+    for module in (alert_api, webhook_api):
         app.include_router(module.router)
     return app

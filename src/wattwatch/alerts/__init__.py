@@ -1,0 +1,1 @@
+"""Alerts: rules, incremental evaluation with hysteresis, the alert lifecycle and history."""

@@ -1,0 +1,1141 @@
+"""The alert engine: evaluates rules as batches commit, keeps open alerts, persists transitions.
+
+Evaluation is incremental and in memory: the pipeline hands every ``CommittedBatch`` to
+``on_batch``, which routes each channel's rows to the rules that watch that channel (an index
+built on first sight of the channel) and steps each rule's per-target state. Nothing is
+re-queried per batch. Transitions (raised, updated, cleared) go to an outbox that a background
+task writes to the store and announces to listeners (hooks, notifiers), so a slow database or
+receiver never holds up ingest. Time for offline detection comes from an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from wattwatch.alerts.conditions import (
+    CLEAR,
+    RAISE,
+    UPDATE,
+    Debounce,
+    HourlyProfile,
+    LocalDays,
+    LocalHour,
+    OpenHours,
+)
+from wattwatch.alerts.rules import (
+    FINDING_SEVERITY_ORDER,
+    AfterHoursRule,
+    AnomalyRule,
+    EnergyBudgetRule,
+    OfflineRule,
+    RangeRule,
+    Rule,
+    SuddenChangeRule,
+    ThresholdRule,
+    rule_from_record,
+)
+from wattwatch.domain import now_ms
+from wattwatch.store.alerts import SqlAlertStore
+from wattwatch.store.base import MAX_INTEGRATION_GAP_MS, ReadingStore, StoredRow
+
+if TYPE_CHECKING:
+    from wattwatch.ingest.pipeline import CommittedBatch
+    from wattwatch.store.registry import SqlRegistry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+# A repeat trigger of an open alert is written to the store at most this often (reading
+# time); its count and latest value are kept in memory in between.
+UPDATE_EVERY_MS = 60_000
+# How often the background task checks clock-driven rules (offline, anomaly expiry, day end).
+TICK_S = 1.0
+# How often it looks for rules changed by another process (the CLI, another API replica).
+RULES_POLL_S = 5.0
+_CORE_INDEX = {"power_w": 2, "energy_wh": 3, "voltage_v": 4, "current_a": 5}
+
+
+@dataclass(slots=True)
+class DeviceInfo:
+    id: int
+    org_id: int | None
+    site_id: int | None
+    area_id: int | None
+    name: str
+    timezone: str
+
+
+@dataclass(slots=True)
+class OpenAlert:
+    """An alert not cleared yet, as the engine holds it; ``alert_id`` once it is stored."""
+
+    rule_id: int
+    org_id: int
+    target: str
+    device_id: int | None
+    channel: str | None
+    kind: str
+    severity: str
+    message: str
+    value: Any
+    details: dict[str, Any]
+    raised_ms: int
+    updated_ms: int
+    count: int = 1
+    alert_id: int | None = None
+    state: str = "active"
+    persisted_ms: int = 0
+    cleared_ms: int | None = None
+    rule_name: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.alert_id,
+            "rule_id": self.rule_id,
+            "rule_name": self.rule_name,
+            "org_id": self.org_id,
+            "target": self.target,
+            "device_id": self.device_id,
+            "channel": self.channel,
+            "kind": self.kind,
+            "severity": self.severity,
+            "state": self.state,
+            "message": self.message,
+            "value": self.value,
+            "details": self.details,
+            "count": self.count,
+            "raised_ms": self.raised_ms,
+            "updated_ms": self.updated_ms,
+            "cleared_ms": self.cleared_ms,
+        }
+
+
+@dataclass(slots=True)
+class AlertEvent:
+    """What listeners hear: ``alert.raised`` / ``.updated`` / ``.acknowledged`` / ``.cleared``."""
+
+    name: str
+    org_id: int
+    ts_ms: int
+    alert: dict[str, Any]
+    notify: list[dict[str, Any]] = field(default_factory=list)
+
+
+AlertListener = Callable[[AlertEvent], None]
+
+
+class FindingLike(Protocol):
+    """What ``raise_anomaly`` needs of a finding (``wattwatch.ai.anomaly.Finding`` fits)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def magnitude(self) -> float: ...
+    @property
+    def explanation(self) -> str: ...
+    @property
+    def detected_at(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyFinding:
+    """A finding for ``raise_anomaly`` from any detector; ``detected_at`` in epoch ms."""
+
+    kind: str
+    severity: str
+    magnitude: float
+    explanation: str
+    detected_at: int
+    channel: str | None = None
+
+
+def _ms(when: Any) -> int:
+    if isinstance(when, int | float):
+        return int(when)
+    return int(when.timestamp() * 1000)  # datetime, pandas.Timestamp
+
+
+class Columns:
+    """One channel's rows of a batch, sorted by time, read out per metric on demand."""
+
+    __slots__ = ("_cache", "rows")
+
+    def __init__(self, rows: list[StoredRow]) -> None:
+        self.rows = rows
+        self._cache: dict[str, tuple[list[int], list[float]]] = {}
+
+    def get(self, metric: str) -> tuple[list[int], list[float]]:
+        found = self._cache.get(metric)
+        if found is not None:
+            return found
+        i = _CORE_INDEX.get(metric)
+        ts: list[int]
+        vals: list[float]
+        if i is not None:
+            raw: list[Any] = [r[i] for r in self.rows]
+            if None in raw:
+                pairs = [(r[1], r[i] / 1000) for r in self.rows if r[i] is not None]  # type: ignore[operator]
+                ts, vals = [p[0] for p in pairs], [p[1] for p in pairs]
+            else:
+                ts, vals = [r[1] for r in self.rows], [v / 1000 for v in raw]
+        else:
+            ts, vals = [], []
+            for r in self.rows:
+                if r[6] is not None:
+                    value = orjson.loads(r[6]).get(metric)
+                    if value is not None:
+                        ts.append(r[1])
+                        vals.append(float(value))
+        self._cache[metric] = (ts, vals)
+        return ts, vals
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.6g}"
+
+
+class RuleRuntime:
+    """A rule being evaluated: its definition and its state per target."""
+
+    from_batches = True
+
+    def __init__(self, record: dict[str, Any], rule: Rule) -> None:
+        self.id: int = record["id"]
+        self.org_id: int = record["org_id"]
+        self.updated_ms: int = record["updated_ms"]
+        self.name = rule.name
+        self.severity = str(rule.severity)
+        self.notify: list[dict[str, Any]] = list(record["notify"])
+        self.rule = rule
+
+    def matches(self, dev: DeviceInfo, channel: str | None, submeter: bool = False) -> bool:
+        if dev.org_id != self.org_id:
+            return False
+        r = self.rule
+        if channel is not None and r.channel is not None and channel != r.channel:
+            return False
+        if r.device_id is not None:
+            return dev.id == r.device_id
+        if r.area_id is not None:
+            return dev.area_id == r.area_id
+        return dev.site_id == r.site_id
+
+    def feed(self, eng: AlertEngine, dev: DeviceInfo, channel: str, cols: Columns) -> None:
+        pass
+
+    def tick(self, eng: AlertEngine, now: int) -> None:
+        pass
+
+    def resume(self, eng: AlertEngine, alert: OpenAlert) -> bool:
+        """Take over an alert open before a restart; False when it cannot be continued."""
+        return False
+
+
+class LevelRuntime(RuleRuntime):
+    """threshold, range and after_hours: a level condition on one metric per channel."""
+
+    def __init__(self, record: dict[str, Any], rule: Rule) -> None:
+        super().__init__(record, rule)
+        assert isinstance(rule, ThresholdRule | RangeRule | AfterHoursRule)
+        self.metric = rule.metric if not isinstance(rule, AfterHoursRule) else "power_w"
+        self.for_ms = int(rule.for_s * 1000)
+        self.clear_for_ms = int(getattr(rule, "clear_for_s", 0) * 1000)
+        self.band = rule.band()
+        self.targets: dict[str, Debounce] = {}
+        self._hours: dict[str, OpenHours] = {}
+
+    def _state(self, key: str) -> Debounce:
+        st = self.targets.get(key)
+        if st is None:
+            st = self.targets[key] = Debounce(self.for_ms, self.clear_for_ms)
+        return st
+
+    def _quiet(self, st: Debounce, lo: float, hi: float) -> bool:
+        """True when no value in [lo, hi] can change the state (the common case)."""
+        r = self.rule
+        if isinstance(r, ThresholdRule):
+            if r.op in (">", ">="):
+                any_bad = hi > r.value or (r.op == ">=" and hi == r.value)
+                all_bad = lo > r.value or (r.op == ">=" and lo == r.value)
+            else:
+                any_bad = lo < r.value or (r.op == "<=" and lo == r.value)
+                all_bad = hi < r.value or (r.op == "<=" and hi == r.value)
+            if not st.active:
+                return st.pending_since is None and not any_bad
+            return st.was_bad and all_bad
+        if not st.active and st.pending_since is None:
+            if isinstance(r, RangeRule):
+                return lo >= r.min and hi <= r.max
+            assert isinstance(r, AfterHoursRule)
+            return hi <= r.value
+        return False
+
+    def _predicates(self, dev: DeviceInfo) -> Callable[[int, float], tuple[bool, bool]]:
+        r = self.rule
+        band = self.band
+        if isinstance(r, ThresholdRule):
+            limit = r.value
+            if r.op == ">":
+                return lambda t, v: (v > limit, v <= limit - band)
+            if r.op == ">=":
+                return lambda t, v: (v >= limit, v < limit - band)
+            if r.op == "<":
+                return lambda t, v: (v < limit, v >= limit + band)
+            return lambda t, v: (v <= limit, v > limit + band)
+        if isinstance(r, RangeRule):
+            lo, hi = r.min, r.max
+            return lambda t, v: (v < lo or v > hi, lo + band <= v <= hi - band)
+        assert isinstance(r, AfterHoursRule)
+        tz = r.timezone or dev.timezone
+        hours = self._hours.get(tz)
+        if hours is None:
+            hours = self._hours[tz] = OpenHours(tz, r.open_hours, r.closed_dates)
+        use = r.value
+
+        def after_hours(t: int, v: float) -> tuple[bool, bool]:
+            closed = not hours.is_open(t)
+            return closed and v > use, not closed or v <= use - band
+
+        return after_hours
+
+    def feed(self, eng: AlertEngine, dev: DeviceInfo, channel: str, cols: Columns) -> None:
+        ts, vals = cols.get(self.metric)
+        if not ts:
+            return
+        key = f"{dev.id}/{channel}"
+        st = self._state(key)
+        start = 0
+        if st.last_ts is not None and ts[0] <= st.last_ts:
+            start = bisect_right(ts, st.last_ts)  # older readings came late: already judged
+            if start == len(ts):
+                return
+        part = vals[start:] if start else vals
+        if self._quiet(st, min(part), max(part)):
+            st.last_ts = ts[-1]
+            if st.active:
+                st.clearing_since = None
+            return
+        judge = self._predicates(dev)
+        for i in range(start, len(ts)):
+            t, v = ts[i], vals[i]
+            bad, good = judge(t, v)
+            outcome = st.step(t, bad, good)
+            if outcome == RAISE:
+                eng.raise_alert(self, key, dev, channel, t, v, self.message(dev, channel, v))
+            elif outcome == UPDATE:
+                eng.update_alert(self, key, t, v)
+            elif outcome == CLEAR:
+                eng.clear_alert(self, key, t, v)
+
+    def message(self, dev: DeviceInfo, channel: str, v: float) -> str:
+        r = self.rule
+        where = f"{dev.name} ({channel})"
+        if isinstance(r, ThresholdRule):
+            held = f" for {_fmt(r.for_s)} s" if r.for_s else ""
+            return f"{r.name}: {r.metric} {_fmt(v)} {r.op} {_fmt(r.value)}{held} on {where}"
+        if isinstance(r, RangeRule):
+            return f"{r.name}: {r.metric} {_fmt(v)} outside {_fmt(r.min)}–{_fmt(r.max)} on {where}"
+        assert isinstance(r, AfterHoursRule)
+        return f"{r.name}: {_fmt(v)} W in use outside open hours on {where}"
+
+    def resume(self, eng: AlertEngine, alert: OpenAlert) -> bool:
+        self._state(alert.target).resume_active()
+        return True
+
+
+@dataclass(slots=True)
+class _Sudden:
+    debounce: Debounce
+    profile: HourlyProfile
+    hours: LocalHour
+    smooth: float = 0.0
+    smooth_ts: int | None = None
+
+
+class SuddenChangeRuntime(RuleRuntime):
+    """sudden_change: the smoothed metric far from its usual level for the local hour."""
+
+    def __init__(self, record: dict[str, Any], rule: Rule) -> None:
+        super().__init__(record, rule)
+        assert isinstance(rule, SuddenChangeRule)
+        self.r = rule
+        self.tau_ms = rule.window_s * 1000
+        self.targets: dict[str, _Sudden] = {}
+
+    def feed(self, eng: AlertEngine, dev: DeviceInfo, channel: str, cols: Columns) -> None:
+        r = self.r
+        ts, vals = cols.get(r.metric)
+        key = f"{dev.id}/{channel}"
+        st = self.targets.get(key)
+        if st is None:
+            st = self.targets[key] = _Sudden(
+                Debounce(int(r.for_s * 1000)), HourlyProfile(), LocalHour(dev.timezone)
+            )
+        deb, prof = st.debounce, st.profile
+        for t, v in zip(ts, vals, strict=True):
+            if deb.last_ts is not None and t <= deb.last_ts:
+                continue
+            if st.smooth_ts is None or t - st.smooth_ts > MAX_INTEGRATION_GAP_MS:
+                st.smooth = v
+            else:
+                st.smooth += (1 - math.exp(-(t - st.smooth_ts) / self.tau_ms)) * (v - st.smooth)
+            st.smooth_ts = t
+            hour = st.hours.hour_of(t)
+            bad = good = False
+            if prof.n[hour] >= r.min_samples:
+                off = abs(st.smooth - prof.mean[hour])
+                limit = max(r.factor * prof.spread(hour), r.min_delta)
+                bad, good = off > limit, off <= limit / 2
+            outcome = deb.step(t, bad, good)
+            if outcome == RAISE:
+                usual = prof.mean[hour]
+                msg = (
+                    f"{r.name}: {r.metric} {_fmt(st.smooth)} on {dev.name} ({channel}), "
+                    f"usually {_fmt(usual)} at this hour"
+                )
+                eng.raise_alert(self, key, dev, channel, t, v, msg, {"usual": usual})
+            elif outcome == UPDATE:
+                eng.update_alert(self, key, t, v)
+            elif outcome == CLEAR:
+                eng.clear_alert(self, key, t, v)
+            if not deb.active and deb.pending_since is None and not bad:
+                prof.learn(hour, v)  # learn only from normal times
+
+
+@dataclass(slots=True)
+class _Budget:
+    day: date | None = None
+    day_end_ms: int = 0
+    total_mwh: float = 0.0
+    active: bool = False
+    prev: dict[int, tuple[int, int | None, int | None]] = field(default_factory=dict)
+
+
+def energy_delta_mwh(prev: tuple[int, int | None, int | None], row: StoredRow) -> float:
+    """Energy used between two readings: the counter difference, else power integrated."""
+    ts0, p0, e0 = prev
+    if e0 is not None and row[3] is not None and row[3] >= e0:
+        return float(row[3] - e0)
+    dt = row[1] - ts0
+    if p0 is not None and row[2] is not None and 0 < dt <= MAX_INTEGRATION_GAP_MS:
+        return (p0 + row[2]) / 2 * dt / 3_600_000
+    return 0.0
+
+
+class EnergyBudgetRuntime(RuleRuntime):
+    """energy_budget: energy of the whole scope in the current local day against a budget."""
+
+    KEY = "scope"
+
+    def __init__(self, record: dict[str, Any], rule: Rule, timezone: str = "UTC") -> None:
+        super().__init__(record, rule)
+        assert isinstance(rule, EnergyBudgetRule)
+        self.budget_mwh = rule.budget_wh * 1000
+        self.days = LocalDays(timezone)
+        self.state = _Budget()
+
+    def matches(self, dev: DeviceInfo, channel: str | None, submeter: bool = False) -> bool:
+        # Sub-meters are inside another channel of the site: count them for a device rule only.
+        if submeter and self.rule.device_id is None:
+            return False
+        return super().matches(dev, channel, submeter)
+
+    def seed(self, day_start_ms: int, energy_mwh: float) -> None:
+        self.state.day = self.days.day_of(day_start_ms)
+        self.state.day_end_ms = self.days.bounds(day_start_ms)[1]
+        self.state.total_mwh = energy_mwh
+
+    def feed(self, eng: AlertEngine, dev: DeviceInfo, channel: str, cols: Columns) -> None:
+        s = self.state
+        for row in cols.rows:
+            ts = row[1]
+            prev = s.prev.get(row[0])
+            if prev is not None and ts <= prev[0]:
+                continue
+            s.prev[row[0]] = (ts, row[2], row[3])
+            if prev is None:
+                continue
+            day = self.days.day_of(ts)
+            if day != s.day:
+                if s.day is not None and day < s.day:
+                    continue  # late data of a day already closed
+                self._new_day(eng, ts)
+            s.total_mwh += energy_delta_mwh(prev, row)
+            if not s.active and s.total_mwh > self.budget_mwh:
+                s.active = True
+                r = self.rule
+                assert isinstance(r, EnergyBudgetRule)
+                wh = s.total_mwh / 1000
+                msg = f"{r.name}: {_fmt(wh)} Wh used today, budget {_fmt(r.budget_wh)} Wh"
+                eng.raise_alert(
+                    self, self.KEY, None, None, ts, round(wh, 3), msg, {"day": str(s.day)}
+                )
+
+    def _new_day(self, eng: AlertEngine, ts: int) -> None:
+        s = self.state
+        if s.active:
+            eng.clear_alert(self, self.KEY, min(ts, s.day_end_ms), round(s.total_mwh / 1000, 3))
+            s.active = False
+        s.day = self.days.day_of(ts)
+        s.day_end_ms = self.days.bounds(ts)[1]
+        s.total_mwh = 0.0
+
+    def tick(self, eng: AlertEngine, now: int) -> None:
+        if self.state.active and now >= self.state.day_end_ms:
+            self._new_day(eng, now)
+
+    def resume(self, eng: AlertEngine, alert: OpenAlert) -> bool:
+        s = self.state
+        if s.day is None or self.days.day_of(alert.raised_ms) != s.day:
+            return False
+        s.active = True
+        return True
+
+
+@dataclass(slots=True)
+class _Watch:
+    since_ms: int
+    active: bool = False
+
+
+class OfflineRuntime(RuleRuntime):
+    """offline: no data from a device, or an offline status, for ``after_s``."""
+
+    from_batches = False
+
+    def __init__(self, record: dict[str, Any], rule: Rule) -> None:
+        super().__init__(record, rule)
+        assert isinstance(rule, OfflineRule)
+        self.after_ms = int(rule.after_s * 1000)
+        self.targets: dict[int, _Watch] = {}
+        self.names: dict[int, str] = {}
+
+    def watch(self, dev: DeviceInfo, now: int) -> None:
+        if dev.id not in self.targets:
+            self.targets[dev.id] = _Watch(now)  # a grace period from when watching starts
+            self.names[dev.id] = dev.name
+
+    def tick(self, eng: AlertEngine, now: int) -> None:
+        for device_id, w in self.targets.items():
+            if w.active:
+                continue
+            down = eng.down_since.get(device_id)
+            since = down if down is not None else max(w.since_ms, eng.last_seen.get(device_id, 0))
+            if now - since >= self.after_ms:
+                w.active = True
+                silent_s = (now - since) / 1000
+                name = self.names.get(device_id, f"device {device_id}")
+                why = "reported offline" if down is not None else "sent no data"
+                msg = f"{self.name}: {name} {why} for {_fmt(round(silent_s))} s"
+                eng.raise_alert(
+                    self,
+                    str(device_id),
+                    DeviceInfo(device_id, self.org_id, None, None, name, "UTC"),
+                    None,
+                    now,
+                    None,
+                    msg,
+                    {"since_ms": since},
+                )
+
+    def seen(self, eng: AlertEngine, device_id: int, now: int) -> None:
+        w = self.targets.get(device_id)
+        if w is not None and w.active:
+            w.active = False
+            eng.clear_alert(self, str(device_id), now, None)
+
+    def resume(self, eng: AlertEngine, alert: OpenAlert) -> bool:
+        if alert.device_id is None:
+            return False
+        w = self.targets.setdefault(alert.device_id, _Watch(alert.raised_ms))
+        w.active = True
+        return True
+
+
+class AnomalyRuntime(RuleRuntime):
+    """anomaly: findings of the AI detector for devices in scope; cleared when they stop."""
+
+    from_batches = False
+
+    def __init__(self, record: dict[str, Any], rule: Rule) -> None:
+        super().__init__(record, rule)
+        assert isinstance(rule, AnomalyRule)
+        self.r = rule
+        self.last_finding: dict[str, int] = {}
+
+    def wants(self, finding: FindingLike) -> bool:
+        sev = str(finding.severity)
+        rank = FINDING_SEVERITY_ORDER.index(sev) if sev in FINDING_SEVERITY_ORDER else 1
+        if rank < FINDING_SEVERITY_ORDER.index(self.r.min_severity):
+            return False
+        return self.r.finding_kinds is None or finding.kind in self.r.finding_kinds
+
+    def finding(self, eng: AlertEngine, dev: DeviceInfo, finding: FindingLike, now: int) -> None:
+        key = str(dev.id)
+        at = _ms(finding.detected_at)
+        details = {"finding": finding.kind, "severity": str(finding.severity), "detected_ms": at}
+        channel = getattr(finding, "channel", None)
+        if key in self.last_finding:
+            eng.update_alert(self, key, at, finding.magnitude, force=True, details=details)
+        else:
+            msg = f"{self.name}: {dev.name}: {finding.explanation}"
+            eng.raise_alert(self, key, dev, channel, at, finding.magnitude, msg, details)
+        self.last_finding[key] = now
+
+    def tick(self, eng: AlertEngine, now: int) -> None:
+        limit = self.r.clear_after_s * 1000
+        for key, last in list(self.last_finding.items()):
+            if now - last >= limit:
+                del self.last_finding[key]
+                eng.clear_alert(self, key, now, None)
+
+    def resume(self, eng: AlertEngine, alert: OpenAlert) -> bool:
+        self.last_finding[alert.target] = alert.updated_ms
+        return True
+
+
+def make_runtime(record: dict[str, Any], timezone: str = "UTC") -> RuleRuntime:
+    rule = rule_from_record(record)
+    if isinstance(rule, ThresholdRule | RangeRule | AfterHoursRule):
+        return LevelRuntime(record, rule)
+    if isinstance(rule, SuddenChangeRule):
+        return SuddenChangeRuntime(record, rule)
+    if isinstance(rule, EnergyBudgetRule):
+        return EnergyBudgetRuntime(record, rule, timezone)
+    if isinstance(rule, OfflineRule):
+        return OfflineRuntime(record, rule)
+    return AnomalyRuntime(record, rule)
+
+
+@dataclass
+class _Loaded:
+    rules: list[dict[str, Any]]
+    open_alerts: list[dict[str, Any]]
+    timezones: dict[int, str]
+    scope_devices: dict[int, list[DeviceInfo]]
+    seeds: dict[int, tuple[int, float]]
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        store: SqlAlertStore,
+        registry: SqlRegistry,
+        readings: ReadingStore | None = None,
+        *,
+        clock: Clock = now_ms,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.readings = readings
+        self.clock = clock
+        self.tick_s = tick_s
+        self.runtimes: dict[int, RuleRuntime] = {}
+        self._batch_rules: list[RuleRuntime] = []
+        self._offline: list[OfflineRuntime] = []
+        self._anomaly: list[AnomalyRuntime] = []
+        self._clocked: list[RuleRuntime] = []
+        self._index: dict[int, list[RuleRuntime]] = {}
+        self._channels: dict[int, tuple[int, str, bool]] = {}
+        self._devices: dict[int, DeviceInfo] = {}
+        self._watched: set[int] = set()
+        self.last_seen: dict[int, int] = {}
+        self.down_since: dict[int, int] = {}
+        self.open: dict[tuple[int, str], OpenAlert] = {}
+        self._outbox: deque[tuple[str, OpenAlert]] = deque()
+        self._listeners: list[AlertListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = False
+        self._reload_lock: asyncio.Lock | None = None
+        self._rules_version: tuple[int, int, int] | None = None
+
+    def add_listener(self, listener: AlertListener) -> None:
+        self._listeners.append(listener)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self, *, background: bool = True) -> None:
+        """Load rules and open alerts; with ``background``, run the ticker and the writer."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        await self.reload(resume=True)
+        self._tasks = [asyncio.create_task(self._write_loop(), name="alerts-writer")]
+        if background:
+            self._tasks.append(asyncio.create_task(self._tick_loop(), name="alerts-ticker"))
+
+    async def stop(self) -> None:
+        await self.drain()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def drain(self) -> None:
+        """Wait until every transition so far is stored and announced."""
+        while self._outbox or self._busy:
+            await asyncio.sleep(0.005)
+
+    def request_reload(self, timeout_s: float = 30.0) -> None:
+        """Reload rules after a change; blocks a caller thread until done (no-op if stopped)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.reload(), loop)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            future.result(timeout_s)
+
+    async def reload(self, *, resume: bool = False) -> None:
+        """Re-read the rules; a rule that did not change keeps its state."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            loaded = await asyncio.to_thread(self._load, resume)
+            self._install(loaded, resume)
+
+    def _load(self, resume: bool) -> _Loaded:
+        self._rules_version = self.store.rules_version()
+        rules = self.store.enabled_rules()
+        timezones: dict[int, str] = {}
+        scope_devices: dict[int, list[DeviceInfo]] = {}
+        seeds: dict[int, tuple[int, float]] = {}
+        by_org: dict[int, list[dict[str, Any]]] = {}
+        sites: dict[int, dict[str, Any]] = {}
+        for rec in rules:
+            if rec["kind"] not in ("offline", "energy_budget"):
+                continue
+            org = rec["org_id"]
+            if org not in by_org:
+                by_org[org] = self.registry.list_devices(org)
+                for site in self.registry.list_sites(org):
+                    sites[site["id"]] = site
+            devices = [
+                self._info(d, sites)
+                for d in by_org[org]
+                if (rec["device_id"] is not None and d["id"] == rec["device_id"])
+                or (rec["area_id"] is not None and d["area_id"] == rec["area_id"])
+                or (rec["site_id"] is not None and d["site_id"] == rec["site_id"])
+            ]
+            scope_devices[rec["id"]] = devices
+            tz = sites[rec["site_id"]]["timezone"] if rec["site_id"] in sites else None
+            tz = tz or (devices[0].timezone if devices else "UTC")
+            timezones[rec["id"]] = tz
+            if rec["kind"] == "energy_budget" and self.readings is not None:
+                days = LocalDays(tz)
+                start, end = days.bounds(self.clock())
+                channel_ids = [
+                    c["id"]
+                    for dev in devices
+                    for c in self.registry.list_channels(dev.id)
+                    if rec["device_id"] is not None or not c["submeter"]
+                ]
+                total = 0.0
+                if channel_ids:
+                    total = float(
+                        sum(e for _, _, _, e in self.readings.daily_energy(channel_ids, start, end))
+                    )
+                seeds[rec["id"]] = (start, total)
+        open_alerts = self.store.open_alerts() if resume else []
+        return _Loaded(rules, open_alerts, timezones, scope_devices, seeds)
+
+    @staticmethod
+    def _info(device: dict[str, Any], sites: dict[int, dict[str, Any]]) -> DeviceInfo:
+        site = sites.get(device["site_id"]) if device["site_id"] is not None else None
+        return DeviceInfo(
+            device["id"],
+            device["org_id"],
+            device["site_id"],
+            device["area_id"],
+            device["name"],
+            site["timezone"] if site else "UTC",
+        )
+
+    def _install(self, loaded: _Loaded, resume: bool) -> None:
+        now = self.clock()
+        runtimes: dict[int, RuleRuntime] = {}
+        for rec in loaded.rules:
+            old = self.runtimes.get(rec["id"])
+            if old is not None and old.updated_ms == rec["updated_ms"]:
+                runtimes[rec["id"]] = old
+                continue
+            try:
+                rt = make_runtime(rec, loaded.timezones.get(rec["id"], "UTC"))
+            except ValueError:
+                log.exception("alert rule %s cannot be evaluated; skipped", rec["id"])
+                continue
+            if isinstance(rt, EnergyBudgetRuntime) and rec["id"] in loaded.seeds:
+                rt.seed(*loaded.seeds[rec["id"]])
+            runtimes[rec["id"]] = rt
+        for rule_id, rt in runtimes.items():
+            if isinstance(rt, OfflineRuntime):
+                for dev in loaded.scope_devices.get(rule_id, []):
+                    rt.watch(dev, now)
+        self.runtimes = runtimes
+        self._batch_rules = [rt for rt in runtimes.values() if rt.from_batches]
+        self._offline = [rt for rt in runtimes.values() if isinstance(rt, OfflineRuntime)]
+        self._anomaly = [rt for rt in runtimes.values() if isinstance(rt, AnomalyRuntime)]
+        self._clocked = [
+            rt
+            for rt in runtimes.values()
+            if isinstance(rt, OfflineRuntime | AnomalyRuntime | EnergyBudgetRuntime)
+        ]
+        self._index.clear()
+        self._watched.clear()
+        # Alerts of rules that are gone or disabled are closed: nothing would ever clear them.
+        for key, alert in list(self.open.items()):
+            if alert.rule_id not in runtimes:
+                self.clear_alert(None, key[1], now, alert.value, rule_id=alert.rule_id)
+        if resume:
+            for rec in loaded.open_alerts:
+                self._resume(rec, now)
+
+    def _resume(self, rec: dict[str, Any], now: int) -> None:
+        alert = OpenAlert(
+            rule_id=rec["rule_id"],
+            org_id=rec["org_id"],
+            target=rec["target"],
+            device_id=rec["device_id"],
+            channel=rec["channel"],
+            kind=rec["kind"],
+            severity=rec["severity"],
+            message=rec["message"],
+            value=rec["value"],
+            details=rec["details"],
+            raised_ms=rec["raised_ms"],
+            updated_ms=rec["updated_ms"],
+            count=rec["count"],
+            alert_id=rec["id"],
+            state=rec["state"],
+            persisted_ms=rec["updated_ms"],
+        )
+        rt = self.runtimes.get(alert.rule_id)
+        self.open[(alert.rule_id, alert.target)] = alert
+        if rt is None or not rt.resume(self, alert):
+            # Its state cannot be rebuilt (rule gone, day over, profile not learned again).
+            self.clear_alert(rt, alert.target, now, alert.value, rule_id=alert.rule_id)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def on_batch(self, batch: CommittedBatch) -> None:
+        """Pipeline listener: evaluate the rules watching the batch's channels."""
+        now = self.clock()
+        device_id = batch.device_id
+        self.last_seen[device_id] = now
+        if self._offline:
+            self._device_alive(device_id, now)
+        if not self._batch_rules or not batch.rows:
+            return
+        groups: dict[int, list[StoredRow]] = {}
+        for row in batch.rows:
+            rows = groups.get(row[0])
+            if rows is None:
+                groups[row[0]] = [row]
+            else:
+                rows.append(row)
+        for ch, rows in groups.items():
+            runtimes = self._index.get(ch)
+            if runtimes is None:
+                runtimes = self._index_channel(ch, device_id)
+            if not runtimes:
+                continue
+            rows.sort(key=_ts_of)
+            dev = self._devices[device_id]
+            cols = Columns(rows)
+            name = self._channels[ch][1]
+            for rt in runtimes:
+                try:
+                    rt.feed(self, dev, name, cols)
+                except Exception:  # one broken rule must not silence the others
+                    log.exception("alert rule %s failed on channel %s", rt.id, ch)
+
+    def _device_alive(self, device_id: int, now: int) -> None:
+        self.down_since.pop(device_id, None)
+        if device_id not in self._watched:
+            self._watched.add(device_id)
+            dev = self._device(device_id)
+            if dev is not None:
+                for rt in self._offline:
+                    if rt.matches(dev, None):
+                        rt.watch(dev, now)
+        for rt in self._offline:
+            rt.seen(self, device_id, now)
+
+    def device_status(self, device_id: int, online: bool, ts_ms: int | None = None) -> None:
+        """A status message / LWT: offline starts the offline clock, online stops it."""
+        now = self.clock() if ts_ms is None else ts_ms
+        if online:
+            self.last_seen[device_id] = now
+            self._device_alive(device_id, now)
+        else:
+            self.down_since.setdefault(device_id, now)
+
+    def raise_anomaly(self, device_id: int, finding: FindingLike) -> None:
+        """The AI anomaly detector's entry point; safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            loop.call_soon_threadsafe(self.raise_anomaly, device_id, finding)
+            return
+        dev = self._device(device_id)
+        if dev is None:
+            return
+        now = self.clock()
+        for rt in self._anomaly:
+            if rt.matches(dev, getattr(finding, "channel", None)) and rt.wants(finding):
+                rt.finding(self, dev, finding, now)
+
+    def tick(self, now: int | None = None) -> None:
+        """Check clock-driven rules (offline, anomaly expiry, budget day end)."""
+        at = self.clock() if now is None else now
+        for rt in self._clocked:
+            try:
+                rt.tick(self, at)
+            except Exception:
+                log.exception("alert rule %s failed on tick", rt.id)
+
+    # -- registry lookups (cached) --------------------------------------------------------
+    def _device(self, device_id: int) -> DeviceInfo | None:
+        dev = self._devices.get(device_id)
+        if dev is None:
+            rec = self.registry.device_by(id=device_id)
+            if rec is None:
+                return None
+            sites = {}
+            if rec["site_id"] is not None and rec["org_id"] is not None:
+                sites = {rec["site_id"]: self.registry.get_site(rec["org_id"], rec["site_id"])}
+            dev = self._devices[device_id] = self._info(rec, sites)
+        return dev
+
+    def _index_channel(self, ch: int, device_id: int) -> list[RuleRuntime]:
+        info = self._channels.get(ch)
+        if info is None:
+            for c in self.registry.list_channels(device_id):
+                self._channels[c["id"]] = (device_id, c["name"], bool(c["submeter"]))
+            info = self._channels.get(ch, (device_id, f"#{ch}", False))
+            self._channels[ch] = info
+        dev = self._device(device_id)
+        found = (
+            []
+            if dev is None
+            else [rt for rt in self._batch_rules if rt.matches(dev, info[1], info[2])]
+        )
+        self._index[ch] = found
+        return found
+
+    def forget_devices(self) -> None:
+        """Registry changed (device moved, renamed): look devices up again."""
+        self._devices.clear()
+        self._channels.clear()
+        self._index.clear()
+        self._watched.clear()
+
+    # -- transitions (called by rule runtimes) --------------------------------------------
+    def raise_alert(
+        self,
+        rt: RuleRuntime,
+        target: str,
+        dev: DeviceInfo | None,
+        channel: str | None,
+        ts: int,
+        value: Any,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        key = (rt.id, target)
+        if key in self.open:  # open already (e.g. resumed): a repeat trigger
+            self.update_alert(rt, target, ts, value, force=True, details=details)
+            return
+        alert = OpenAlert(
+            rule_id=rt.id,
+            org_id=rt.org_id,
+            target=target,
+            device_id=None if dev is None else dev.id,
+            channel=channel,
+            kind=rt.rule.kind,
+            severity=rt.severity,
+            message=message,
+            value=value,
+            details=details or {},
+            raised_ms=ts,
+            updated_ms=ts,
+            persisted_ms=ts,
+            rule_name=rt.name,
+        )
+        self.open[key] = alert
+        self._post("raised", alert)
+
+    def update_alert(
+        self,
+        rt: RuleRuntime,
+        target: str,
+        ts: int,
+        value: Any,
+        *,
+        force: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        alert = self.open.get((rt.id, target))
+        if alert is None:
+            return
+        alert.count += 1
+        alert.value = value
+        alert.updated_ms = max(alert.updated_ms, ts)
+        if details:
+            alert.details = {**alert.details, **details}
+        if force or ts - alert.persisted_ms >= UPDATE_EVERY_MS:
+            alert.persisted_ms = ts
+            self._post("updated", alert)
+
+    def clear_alert(
+        self,
+        rt: RuleRuntime | None,
+        target: str,
+        ts: int,
+        value: Any,
+        *,
+        rule_id: int | None = None,
+    ) -> None:
+        key = (rt.id if rt is not None else rule_id or 0, target)
+        alert = self.open.pop(key, None)
+        if alert is None:
+            return
+        if value is not None:
+            alert.value = value
+        alert.cleared_ms = max(ts, alert.raised_ms)
+        alert.updated_ms = max(alert.updated_ms, alert.cleared_ms)
+        alert.state = "cleared"
+        self._post("cleared", alert)
+
+    def acknowledged(self, alert_id: int) -> None:
+        """The API acknowledged an alert: later events of it say so."""
+        for alert in list(self.open.values()):  # called from an API worker thread
+            if alert.alert_id == alert_id:
+                alert.state = "acknowledged"
+
+    def _post(self, op: str, alert: OpenAlert) -> None:
+        self._outbox.append((op, alert))
+        if self._wake is not None:
+            self._wake.set()
+
+    def emit(self, event: AlertEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("alert listener %r failed", listener)
+
+    # -- background -----------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                self._busy = True
+                op, alert = self._outbox.popleft()
+                try:
+                    event = await asyncio.to_thread(self._persist, op, alert)
+                except Exception:
+                    log.exception("storing alert transition %s of rule %s", op, alert.rule_id)
+                    event = None
+                finally:
+                    self._busy = bool(self._outbox)
+                if event is not None:
+                    self.emit(event)
+            self._busy = False
+
+    def _persist(self, op: str, alert: OpenAlert) -> AlertEvent | None:
+        rt = self.runtimes.get(alert.rule_id)
+        notify = rt.notify if rt is not None else []
+        if not alert.rule_name and rt is not None:
+            alert.rule_name = rt.name
+        if op == "raised":
+            alert.alert_id = self.store.insert_alert(
+                {
+                    "org_id": alert.org_id,
+                    "rule_id": alert.rule_id,
+                    "target": alert.target,
+                    "device_id": alert.device_id,
+                    "channel": alert.channel,
+                    "kind": alert.kind,
+                    "severity": alert.severity,
+                    "state": "active",
+                    "message": alert.message,
+                    "value": alert.value,
+                    "details": alert.details,
+                    "count": alert.count,
+                    "raised_ms": alert.raised_ms,
+                    "updated_ms": alert.updated_ms,
+                },
+                {"ts_ms": alert.raised_ms, "action": "raised", "details": {"value": alert.value}},
+            )
+        elif alert.alert_id is None:
+            return None  # its insert failed; nothing to update
+        elif op == "updated":
+            self.store.update_alert(
+                alert.alert_id,
+                {
+                    "count": alert.count,
+                    "value": alert.value,
+                    "details": alert.details,
+                    "updated_ms": alert.updated_ms,
+                },
+                {"ts_ms": alert.updated_ms, "action": "updated", "details": {"value": alert.value}},
+            )
+        else:
+            self.store.update_alert(
+                alert.alert_id,
+                {
+                    "state": "cleared",
+                    "count": alert.count,
+                    "value": alert.value,
+                    "updated_ms": alert.updated_ms,
+                    "cleared_ms": alert.cleared_ms,
+                },
+                {"ts_ms": alert.cleared_ms, "action": "cleared", "details": {"value": alert.value}},
+            )
+        return AlertEvent(
+            f"alert.{op}", alert.org_id, alert.updated_ms, alert.record(), list(notify)
+        )
+
+    async def _tick_loop(self) -> None:
+        polled = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self.tick()
+            if asyncio.get_running_loop().time() - polled >= RULES_POLL_S:
+                polled = asyncio.get_running_loop().time()
+                try:
+                    version = await asyncio.to_thread(self.store.rules_version)
+                    if version != self._rules_version:
+                        await self.reload()
+                except Exception:
+                    log.exception("checking for changed alert rules")
+
+
+def _ts_of(row: StoredRow) -> int:
+    return row[1]
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,211 @@
+"""Alert and hook persistence (SQLAlchemy Core): rules, alerts + history, webhooks, dead letters.
+
+Backend-neutral like ``SqlRegistry``: the SQLite and PostgreSQL stores share it. Every query a
+user can reach takes the caller's ``org_id``, so another organisation's record is not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from wattwatch.errors import NotFound
+from wattwatch.store.schema import (
+    alert_history,
+    alert_rules,
+    alerts,
+    areas,
+    dead_letters,
+    metadata,
+    sites,
+    webhooks,
+)
+
+Record = dict[str, Any]
+
+TABLES = (alert_rules, alerts, alert_history, webhooks, dead_letters)
+OPEN_STATES = ("active", "acknowledged")
+
+
+def _one(row: Any) -> Record:
+    return dict(row._mapping)
+
+
+class SqlAlertStore:
+    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
+        self.engine = engine
+        self.read_engine = read_engine or engine
+        # A data dir made before these tables existed gets them now (schema 1 is unreleased).
+        metadata.create_all(self.engine, tables=list(TABLES), checkfirst=True)
+
+    def _read(self, stmt: Any) -> list[Record]:
+        with self.read_engine.connect() as conn:
+            return [_one(r) for r in conn.execute(stmt)]
+
+    def _read_one(self, stmt: Any, what: str) -> Record:
+        rows = self._read(stmt)
+        if not rows:
+            raise NotFound(f"{what} not found")
+        return rows[0]
+
+    def _insert(self, table: Any, values: Record) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+
+    def area_in_org(self, org_id: int, area_id: int) -> bool:
+        rows = self._read(
+            select(areas.c.id)
+            .join(sites, sites.c.id == areas.c.site_id)
+            .where(areas.c.id == area_id, sites.c.org_id == org_id)
+        )
+        return bool(rows)
+
+    # -- rules ----------------------------------------------------------------------------
+    def create_rule(self, values: Record) -> int:
+        return self._insert(alert_rules, values)
+
+    def list_rules(self, org_id: int) -> list[Record]:
+        return self._read(
+            select(alert_rules).where(alert_rules.c.org_id == org_id).order_by(alert_rules.c.id)
+        )
+
+    def get_rule(self, org_id: int, rule_id: int) -> Record:
+        return self._read_one(
+            select(alert_rules).where(alert_rules.c.id == rule_id, alert_rules.c.org_id == org_id),
+            "alert rule",
+        )
+
+    def update_rule(self, org_id: int, rule_id: int, values: Record) -> None:
+        self.get_rule(org_id, rule_id)
+        with self.engine.begin() as conn:
+            conn.execute(update(alert_rules).where(alert_rules.c.id == rule_id).values(**values))
+
+    def delete_rule(self, org_id: int, rule_id: int) -> None:
+        self.get_rule(org_id, rule_id)
+        with self.engine.begin() as conn:
+            conn.execute(delete(alert_rules).where(alert_rules.c.id == rule_id))
+
+    def rules_version(self) -> tuple[int, int, int]:
+        """Changes whenever a rule is added, changed or deleted (by any process)."""
+        with self.read_engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.max(alert_rules.c.id), 0),
+                    func.coalesce(func.max(alert_rules.c.updated_ms), 0),
+                )
+            ).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def webhooks_version(self) -> tuple[int, int]:
+        with self.read_engine.connect() as conn:
+            row = conn.execute(
+                select(func.count(), func.coalesce(func.max(webhooks.c.id), 0))
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def enabled_rules(self) -> list[Record]:
+        """Every enabled rule of every organisation: what the engine evaluates."""
+        return self._read(
+            select(alert_rules).where(alert_rules.c.enabled.is_(True)).order_by(alert_rules.c.id)
+        )
+
+    # -- alerts ---------------------------------------------------------------------------
+    def insert_alert(self, values: Record, history: Record) -> int:
+        with self.engine.begin() as conn:
+            alert_id = int(conn.execute(insert(alerts).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+            conn.execute(insert(alert_history).values(alert_id=alert_id, **history))
+        return alert_id
+
+    def update_alert(self, alert_id: int, values: Record, history: Record | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
+            if history is not None:
+                conn.execute(insert(alert_history).values(alert_id=alert_id, **history))
+
+    def list_alerts(
+        self,
+        org_id: int,
+        states: Sequence[str] | None = None,
+        *,
+        rule_id: int | None = None,
+        device_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Record]:
+        stmt = select(alerts).where(alerts.c.org_id == org_id)
+        if states:
+            stmt = stmt.where(alerts.c.state.in_(list(states)))
+        if rule_id is not None:
+            stmt = stmt.where(alerts.c.rule_id == rule_id)
+        if device_id is not None:
+            stmt = stmt.where(alerts.c.device_id == device_id)
+        return self._read(stmt.order_by(alerts.c.id.desc()).limit(limit))
+
+    def get_alert(self, org_id: int, alert_id: int) -> Record:
+        return self._read_one(
+            select(alerts).where(alerts.c.id == alert_id, alerts.c.org_id == org_id), "alert"
+        )
+
+    def open_alerts(self) -> list[Record]:
+        """Alerts not cleared yet, of every organisation (the engine resumes them)."""
+        return self._read(select(alerts).where(alerts.c.state.in_(OPEN_STATES)))
+
+    def history(self, alert_id: int) -> list[Record]:
+        return self._read(
+            select(alert_history)
+            .where(alert_history.c.alert_id == alert_id)
+            .order_by(alert_history.c.id)
+        )
+
+    # -- webhooks -------------------------------------------------------------------------
+    def create_webhook(self, values: Record) -> int:
+        return self._insert(webhooks, values)
+
+    def list_webhooks(self, org_id: int) -> list[Record]:
+        return self._read(
+            select(webhooks).where(webhooks.c.org_id == org_id).order_by(webhooks.c.id)
+        )
+
+    def get_webhook(self, org_id: int, webhook_id: int) -> Record:
+        return self._read_one(
+            select(webhooks).where(webhooks.c.id == webhook_id, webhooks.c.org_id == org_id),
+            "webhook",
+        )
+
+    def delete_webhook(self, org_id: int, webhook_id: int) -> None:
+        self.get_webhook(org_id, webhook_id)
+        with self.engine.begin() as conn:
+            conn.execute(delete(webhooks).where(webhooks.c.id == webhook_id))
+
+    def enabled_webhooks(self) -> list[Record]:
+        return self._read(
+            select(webhooks).where(webhooks.c.enabled.is_(True)).order_by(webhooks.c.id)
+        )
+
+    # -- dead letters ---------------------------------------------------------------------
+    def add_dead_letter(self, values: Record) -> int:
+        return self._insert(dead_letters, values)
+
+    def list_dead_letters(
+        self, org_id: int, states: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[Record]:
+        stmt = select(dead_letters).where(dead_letters.c.org_id == org_id)
+        if states:
+            stmt = stmt.where(dead_letters.c.state.in_(list(states)))
+        return self._read(stmt.order_by(dead_letters.c.id.desc()).limit(limit))
+
+    def get_dead_letter(self, org_id: int, letter_id: int) -> Record:
+        return self._read_one(
+            select(dead_letters).where(
+                dead_letters.c.id == letter_id, dead_letters.c.org_id == org_id
+            ),
+            "dead letter",
+        )
+
+    def update_dead_letter(self, letter_id: int, values: Record) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(dead_letters).where(dead_letters.c.id == letter_id).values(**values)
+            )
