@@ -87,3 +87,18 @@ def test_urls_are_normalised_and_passwords_never_shown() -> None:
     assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     with pytest.raises(ConfigError):
         sqlalchemy_url("mysql://h/db")
+
+
+def test_a_month_dropped_by_another_process_is_made_again(pg_store_url: str) -> None:
+    a, b = open_url(pg_store_url), open_url(pg_store_url)
+    try:
+        (ch,) = make_device(a, channels=1)
+        a.write_readings(series(ch, 10, start=T0))
+        b.write_readings(series(ch, 1, start=T0 + 1000))  # b now knows readings_2025_01
+        assert a.drop_raw_before(T0 + 40 * 86_400_000) == 11  # a drops January
+        late = series(ch, 3, start=T0 + 2500, seed=4)
+        assert b.write_readings(late) == []  # b's belief is stale: it recreates the month
+        assert b.count_readings() == 3
+    finally:
+        a.close()
+        b.close()

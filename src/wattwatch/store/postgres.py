@@ -205,6 +205,17 @@ class PostgresStore(SqlStore):
                 self._partitions.add((year, month))
 
     # -- writing: the shared path in SqlStore -----------------------------------------------
+    def write_readings(self, rows: Sequence[StoredRow]) -> list[int]:
+        try:
+            return super().write_readings(rows)
+        except Exception as exc:
+            if "no partition of relation" not in str(exc):
+                raise
+        # Another process dropped a month (retention) this one still believed in: the
+        # transaction rolled back whole, so re-read the partitions and write again.
+        self._load_partitions()
+        return super().write_readings(rows)
+
     def _before_write(self, rows: Sequence[StoredRow]) -> None:
         months: set[tuple[int, int]] = set()
         lo = min(r[1] for r in rows)
