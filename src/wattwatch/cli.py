@@ -19,6 +19,7 @@ from rich.table import Table
 
 from wattwatch import __version__
 from wattwatch.app import Wattwatch
+from wattwatch.cli_sim import register as register_sim_commands
 from wattwatch.config import Settings
 from wattwatch.domain import DeviceKind, DeviceProtocol, Interval, Role
 from wattwatch.errors import WattwatchError
@@ -699,6 +700,9 @@ def plugins(as_json: AsJson = False) -> None:
     if not as_json:
         found = [{**p, "hooks": ", ".join(p["hooks"])} for p in found]
     emit(found, as_json, "plugins")
+
+
+register_sim_commands(app)  # demo, simulate
 
 
 def main() -> None:  # pragma: no cover - console entry

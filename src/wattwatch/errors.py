@@ -11,7 +11,8 @@ WattwatchError
 │   └── Forbidden          authenticated, but the role does not allow it
 ├── RateLimited            too many attempts; retry later
 ├── DeviceTimeout          a device did not answer a command in time
-└── Overloaded             ingest queue full for too long
+├── Overloaded             ingest queue full for too long
+└── RemoteError            a wattwatch server or broker refused a client or was unreachable
 """
 
 from __future__ import annotations
@@ -63,3 +64,9 @@ class DeviceTimeout(WattwatchError):
 
 class Overloaded(WattwatchError):
     code = "overloaded"
+
+
+class RemoteError(WattwatchError):
+    """Client side (simulator, collector): the server answered an error or was unreachable."""
+
+    code = "remote"

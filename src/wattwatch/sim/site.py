@@ -216,6 +216,20 @@ class Site:
     def relay_on(self, appliance: str) -> bool:
         return appliance not in self._relay_off
 
+    def resume_counters(self, uid: str, energy_wh: Sequence[float | None]) -> None:
+        """Continue device ``uid``'s energy counters from ``energy_wh`` (one per channel, in
+        channel order; None keeps that channel's current value), as a device restarted with
+        its counters saved in flash does: the next reading adds to these values."""
+        dev = self.device(uid)
+        if len(energy_wh) != len(dev.channels):
+            raise ValueError(f"{uid} has {len(dev.channels)} channels, got {len(energy_wh)}")
+        current = self._counters.get(uid)
+        if current is None:
+            current = np.full(len(dev.channels), dev.energy_start_wh)
+        self._counters[uid] = np.array(
+            [c if e is None else float(e) for c, e in zip(current, energy_wh, strict=True)]
+        )
+
     def resets(self, uid: str, t0_s: float, t1_s: float) -> list[tuple[float, float]]:
         """Power cuts of device ``uid`` starting in ``[t0_s, t1_s]``: (start s, back on s)."""
         out: list[tuple[float, float]] = []
@@ -306,7 +320,7 @@ class Site:
         }
         for metric, m in values.items():
             m = m if all_kept else m[:, keep]
-            flat = m[0].copy() if nch == 1 else m.T.reshape(-1)  # rows: time-major, then channel
+            flat = m[0].copy() if nch == 1 else m.T.flatten()  # rows: time-major, then channel
             # Meters report finite resolution; 1/1000 of the unit is what the store keeps.
             cols[metric] = np.round(flat, 3, out=flat)
         if dev.kind == DeviceKind.PLUG:

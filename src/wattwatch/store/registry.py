@@ -291,6 +291,20 @@ class SqlRegistry:
             select(channels).where(channels.c.device_id == device_id).order_by(channels.c.id)
         )
 
+    def update_channel(self, device_id: int, name: str, values: Record) -> None:
+        """Set a channel's ``submeter`` flag and/or ``appliance`` label."""
+        unknown = set(values) - {"submeter", "appliance"}
+        if unknown:
+            raise InvalidInput(f"channels have no settable {', '.join(sorted(unknown))}")
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(channels)
+                .where(channels.c.device_id == device_id, channels.c.name == name)
+                .values(**values)
+            ).rowcount
+        if not done:
+            raise NotFound(f"device {device_id} has no channel {name!r}")
+
     def channel_ids_of(self, device_id: int, names: Iterable[str] | None = None) -> dict[str, int]:
         stmt = select(channels.c.name, channels.c.id).where(channels.c.device_id == device_id)
         if names is not None:
