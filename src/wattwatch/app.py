@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wattwatch.alerts.engine import AlertEngine
 from wattwatch.alerts.service import AlertService
@@ -16,6 +16,7 @@ from wattwatch.hooks.plugins import make_plugin_manager
 from wattwatch.hooks.service import WebhookService
 from wattwatch.ingest.pipeline import IngestPipeline
 from wattwatch.ingest.stats import IngestStats
+from wattwatch.live import LiveHub
 from wattwatch.queries.service import QueryService
 from wattwatch.registry.service import Bootstrap, RegistryService
 from wattwatch.store.alerts import SqlAlertStore
@@ -47,6 +48,7 @@ class Wattwatch:
     pipeline: IngestPipeline
     stats: IngestStats
     bootstrap: Bootstrap | None = None
+    live: LiveHub = field(default_factory=LiveHub)
     maintenance: Maintenance | None = None
     alerts: AlertService | None = None
     hooks: HookDispatcher | None = None
@@ -65,6 +67,10 @@ class Wattwatch:
             batch_readings=settings.ingest_batch_readings,
         )
         alerts, hooks, webhooks = build_alerts_and_hooks(settings, store, pipeline)
+        live = LiveHub(
+            lambda device_id: {c["id"]: c["name"] for c in store.registry.list_channels(device_id)}
+        )
+        pipeline.add_listener(live.on_batch)
         return cls(
             settings=settings,
             store=store,
@@ -72,6 +78,7 @@ class Wattwatch:
             queries=QueryService(store, store.registry),
             pipeline=pipeline,
             stats=stats,
+            live=live,
             maintenance=Maintenance(
                 store,
                 retention_raw_days=settings.retention_raw_days,
@@ -85,6 +92,7 @@ class Wattwatch:
         )
 
     async def start(self) -> None:
+        self.live.open()
         if self.hooks is not None and self.alerts is not None:
             await self.hooks.start()
             await self.alerts.engine.start()
@@ -93,6 +101,7 @@ class Wattwatch:
             self.maintenance.start()
 
     async def stop(self) -> None:
+        self.live.close()
         if self.maintenance is not None:
             await self.maintenance.stop()
         await self.pipeline.stop()

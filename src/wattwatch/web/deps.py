@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from wattwatch.errors import AuthError, InvalidInput
+from wattwatch.errors import AuthError, Forbidden, InvalidInput
 from wattwatch.registry.service import Principal
 
 if TYPE_CHECKING:
@@ -28,7 +28,18 @@ def _principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise AuthError("log in first: send Authorization: Bearer <token>")
+        # The dashboard's own scripts call the API with the session cookie instead; a
+        # state-changing call must then also carry the session's CSRF token.
+        from wattwatch.web.dashboard import session
+
+        token = session.session_token(request)
+        if token is None:
+            raise AuthError("log in first: send Authorization: Bearer <token>")
+        if request.method not in session.SAFE_METHODS and not session.csrf_ok(
+            token, request.headers.get(session.CSRF_HEADER)
+        ):
+            raise Forbidden("missing or wrong X-CSRF-Token header for this session")
+        return _services(request).registry.principal_for_token(token)
     return _services(request).registry.principal_for_token(credentials.credentials)
 
 
