@@ -5,11 +5,17 @@ sized batches), and the ratio to a bare bulk insert of the same rows into the sa
 measured in the same run (SQLite ``executemany``; PostgreSQL ``COPY``).
 Usage: python bench/ingest.py [--devices N --per-device M] [--database-url postgresql://…]
 (the PostgreSQL database should be empty; bench/backends.py makes a fresh one and runs both).
+
+``--rules N`` adds the alert evaluation overhead: N active alert rules (one per device, a mix of
+every reading-driven kind, see ``rule_bodies``), measured on the in-process pipeline path
+(store + pipeline + alert engine, no HTTP: steadier on a shared machine) with none and with N
+rules in alternating rounds, and on the HTTP path with N rules against the run without.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import sys
@@ -17,6 +23,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -181,6 +188,8 @@ def run(
     per_device: int,
     clients: int,
     database_url: str | None,
+    rules: int = 0,
+    rounds: int = 2,
 ) -> dict[str, float]:
     """Measure one backend (SQLite in a temporary data dir, or the given PostgreSQL database)."""
     t0 = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
@@ -202,11 +211,110 @@ def run(
     print(f"[{backend}] {label + ':':20s} {bare_rate:12,.0f} readings/s (same rows, same table)")
     print(f"[{backend}] ratio HTTP / bare:   {http_rate / bare_rate:12.2f}")
     print(f"[{backend}] ratio store / bare:  {store_rate / bare_rate:12.2f}")
-    return {"http": http_rate, "store": store_rate, "bare": bare_rate}
+    out = {"http": http_rate, "store": store_rate, "bare": bare_rate}
+    if rules:
+        # A fresh database per run: PostgreSQL runs need the SQLite path here.
+        base, with_rules = alert_overhead(batches, rules, None, clients, rounds)
+        print(f"[SQLite] pipeline path, no rules:     {base:12,.0f} readings/s (best of {rounds})")
+        print(f"[SQLite] pipeline path, {rules:,} rules: {with_rules:12,.0f} readings/s")
+        print(
+            f"[SQLite] alert overhead (pipeline):  {(1 - with_rules / base) * 100:11.1f} % slower"
+        )
+        http_rules, _ = http_ingest(batches, clients, database_url, rules)
+        print(f"[{backend}] HTTP, {rules:,} rules:       {http_rules:12,.0f} readings/s")
+        slower = (1 - http_rules / http_rate) * 100
+        print(f"[{backend}] alert overhead (HTTP):    {slower:11.1f} % slower")
+        out.update(pipeline=base, pipeline_rules=with_rules, http_rules=http_rules)
+    return out
+
+
+def rule_bodies(n_rules: int, device_ids: list[int]) -> list[dict[str, Any]]:
+    """N rules, one per device in turn, cycling through the kinds evaluated per reading.
+
+    Against the benchmark's data (a 100-2,099 W saw-tooth, 230-235 V) the threshold rules raise
+    and clear alerts all along; the others mostly watch quietly, as most rules do.
+    """
+    weekdays = {d: [["08:00", "18:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
+    kinds: list[dict[str, Any]] = [
+        {"kind": "threshold", "metric": "power_w", "op": ">", "value": 1500, "for_s": 60},
+        {"kind": "range", "metric": "voltage_v", "min": 207, "max": 253, "for_s": 30},
+        {"kind": "sudden_change", "metric": "power_w", "min_delta": 1500},
+        {"kind": "after_hours", "value": 2500, "open_hours": weekdays},
+        {"kind": "energy_budget", "budget_wh": 50_000},
+        {"kind": "threshold", "metric": "current_a", "op": ">", "value": 40},
+    ]
+    return [
+        {"name": f"bench rule {i}", "device_id": device_ids[i % len(device_ids)], **kinds[i % 6]}
+        for i in range(n_rules)
+    ]
+
+
+async def _pipeline_path(
+    batches: list[list[dict[str, Any]]], n_rules: int, database_url: str | None, clients: int
+) -> float:
+    from wattwatch.alerts.rules import RULE_ADAPTER
+    from wattwatch.app import Wattwatch
+    from wattwatch.config import Settings
+    from wattwatch.domain import Role
+    from wattwatch.registry.service import Principal
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp) / "data", database_url=database_url)
+        ww = Wattwatch.open(settings, lock=True)
+        try:
+            assert ww.alerts is not None
+            owner = Principal(0, ww.registry.db.create_org("bench"), Role.OWNER, "bench")
+            site = ww.registry.create_site(owner, "bench", "Europe/Madrid", {})
+            devices = [
+                ww.registry.create_device(owner, name=f"d{d}", site_id=site["id"])[0]
+                for d in range(len(batches))
+            ]
+            for body in rule_bodies(n_rules, [d["id"] for d in devices]):
+                ww.alerts.create_rule(owner, RULE_ADAPTER.validate_python(body))
+            await ww.start()
+            try:
+                assert len(ww.alerts.engine.runtimes) == n_rules
+                slots = asyncio.Semaphore(clients)
+
+                async def one(i: int) -> None:
+                    async with slots:
+                        result = await ww.pipeline.ingest_objects(devices[i], batches[i])
+                        assert result.accepted == len(batches[i]), result
+
+                started = time.perf_counter()
+                await asyncio.gather(*(one(i) for i in range(len(batches))))
+                elapsed = time.perf_counter() - started
+                raised = len(ww.alerts.engine.open)
+            finally:
+                await ww.stop()
+        finally:
+            ww.close()
+    if n_rules:
+        print(f"    ({n_rules:,} rules: {raised:,} alerts open at the end)")
+    return sum(len(b) for b in batches) / elapsed
+
+
+def alert_overhead(
+    batches: list[list[dict[str, Any]]],
+    n_rules: int,
+    database_url: str | None,
+    clients: int,
+    rounds: int,
+) -> tuple[float, float]:
+    """Best pipeline-path rate without and with ``n_rules`` rules, in alternating rounds."""
+    best = {0: 0.0, n_rules: 0.0}
+    for _ in range(rounds):
+        for rules in (0, n_rules):
+            rate = asyncio.run(_pipeline_path(batches, rules, database_url, clients))
+            best[rules] = max(best[rules], rate)
+    return best[0], best[n_rules]
 
 
 def http_ingest(
-    batches: list[list[dict[str, float | int]]], clients: int, database_url: str | None
+    batches: list[list[dict[str, float | int]]],
+    clients: int,
+    database_url: str | None,
+    rules: int = 0,
 ) -> tuple[float, float]:
     n = sum(len(b) for b in batches)
     extra = ("--database-url", database_url) if database_url else ()
@@ -215,9 +323,13 @@ def http_ingest(
         try:
             api = login(srv.url, "owner@localhost", srv.password or "")
             tokens = []
+            ids: list[int] = []
             for d in range(len(batches)):
                 r = api.post("/api/v1/devices", json={"name": f"dev{d}", "uid": f"bench-{d}"})
                 tokens.append(r.json()["token"])
+                ids.append(r.json()["id"])
+            for body in rule_bodies(rules, ids):
+                api.post("/api/v1/alert-rules", json=body).raise_for_status()
             api.close()
             payloads = [orjson.dumps(b) for b in batches]
 
@@ -250,8 +362,10 @@ def main() -> None:
     ap.add_argument("--per-device", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--database-url", default=None, help="an empty PostgreSQL database")
+    ap.add_argument("--rules", type=int, default=0, help="also measure N active alert rules")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds for --rules")
     args = ap.parse_args()
-    run(args.devices, args.per_device, args.clients, args.database_url)
+    run(args.devices, args.per_device, args.clients, args.database_url, args.rules, args.rounds)
 
 
 if __name__ == "__main__":

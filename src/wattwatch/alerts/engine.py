@@ -879,7 +879,14 @@ class AlertEngine:
             rt.seen(self, device_id, now)
 
     def device_status(self, device_id: int, online: bool, ts_ms: int | None = None) -> None:
-        """A status message / LWT: offline starts the offline clock, online stops it."""
+        """A status message / LWT: offline starts the offline clock, online stops it.
+
+        Safe to call from any thread.
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            loop.call_soon_threadsafe(self.device_status, device_id, online, ts_ms)
+            return
         now = self.clock() if ts_ms is None else ts_ms
         if online:
             self.last_seen[device_id] = now

@@ -84,6 +84,7 @@ class HookDispatcher:
         self._webhooks: dict[int, dict[str, Any]] = {}
         self._subscribers: dict[tuple[int, str], list[int]] = {}
         self._batch_orgs: set[int] = set()
+        self._plugins_want_batches = False
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -94,14 +95,11 @@ class HookDispatcher:
         self._channel_names: dict[int, str] = {}
         self._plugin_thread: ThreadPoolExecutor | None = None
 
-    @property
-    def _plugins_want_batches(self) -> bool:
-        return bool(self.pm.hook.wattwatch_reading_batch.get_hookimpls())
-
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(self.queue_events)
+        self._plugins_want_batches = bool(self.pm.hook.wattwatch_reading_batch.get_hookimpls())
         # Plugins run here, one at a time and in order, off the event loop.
         self._plugin_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plugins")
         await self.reload()

@@ -26,8 +26,9 @@ from wattwatch import __version__
 
 SIGNATURE_HEADER = "X-Wattwatch-Signature"
 
-# The publish callable the MQTT broker (embedded or external client) provides.
-Publish = Callable[[str, bytes], Awaitable[None]]
+# The publish callable the MQTT broker (embedded or external client) provides, e.g.
+# ``EmbeddedBroker.publish(topic, payload)``; what it returns is not used.
+Publish = Callable[[str, bytes], Awaitable[object]]
 
 
 class DeliveryError(Exception):
