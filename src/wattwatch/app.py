@@ -19,7 +19,11 @@ from wattwatch.ingest.stats import IngestStats
 from wattwatch.live import LiveHub
 from wattwatch.queries.service import QueryService
 from wattwatch.registry.service import Bootstrap, RegistryService
+from wattwatch.reports.mail import ReportMailer, SmtpSettings
+from wattwatch.reports.schedule import ReportScheduler
+from wattwatch.reports.service import ReportService
 from wattwatch.store.alerts import SqlAlertStore
+from wattwatch.store.reports import SqlReportStore
 from wattwatch.store.sqlstore import SqlStore
 
 
@@ -49,6 +53,8 @@ class Wattwatch:
     stats: IngestStats
     bootstrap: Bootstrap | None = None
     live: LiveHub = field(default_factory=LiveHub)
+    reports: ReportService | None = None
+    report_scheduler: ReportScheduler | None = None
     maintenance: Maintenance | None = None
     alerts: AlertService | None = None
     hooks: HookDispatcher | None = None
@@ -67,12 +73,15 @@ class Wattwatch:
             batch_readings=settings.ingest_batch_readings,
         )
         alerts, hooks, webhooks = build_alerts_and_hooks(settings, store, pipeline)
+        reports, report_scheduler = build_reports(settings, store)
         live = LiveHub(
             lambda device_id: {c["id"]: c["name"] for c in store.registry.list_channels(device_id)}
         )
         pipeline.add_listener(live.on_batch)
         return cls(
             settings=settings,
+            reports=reports,
+            report_scheduler=report_scheduler,
             store=store,
             registry=registry,
             queries=QueryService(store, store.registry),
@@ -97,11 +106,15 @@ class Wattwatch:
             await self.hooks.start()
             await self.alerts.engine.start()
         await self.pipeline.start()
+        if self.report_scheduler is not None:
+            self.report_scheduler.start()
         if self.maintenance is not None:
             self.maintenance.start()
 
     async def stop(self) -> None:
         self.live.close()
+        if self.report_scheduler is not None:
+            await self.report_scheduler.stop()
         if self.maintenance is not None:
             await self.maintenance.stop()
         await self.pipeline.stop()
@@ -119,6 +132,26 @@ class Wattwatch:
 
     def close(self) -> None:
         self.store.close()
+
+
+def build_reports(settings: Settings, store: SqlStore) -> tuple[ReportService, ReportScheduler]:
+    """Period reports, and the scheduler that mails them (SMTP shared with alert emails)."""
+    report_store = SqlReportStore(store.engine, store.read_engine)
+    service = ReportService(store, store.registry, report_store)
+    host = getattr(settings, "smtp_host", None)
+    smtp = None
+    if host:
+        smtp = SmtpSettings(
+            host,
+            getattr(settings, "smtp_port", 25),
+            getattr(settings, "smtp_from", "wattwatch@localhost"),
+            getattr(settings, "smtp_username", None),
+            getattr(settings, "smtp_password", None),
+            getattr(settings, "smtp_starttls", False),
+        )
+    link_base = f"http://{settings.http_host}:{settings.http_port}"
+    scheduler = ReportScheduler(service, report_store, ReportMailer(smtp), link_base=link_base)
+    return service, scheduler
 
 def build_alerts_and_hooks(
     settings: Settings, store: SqlStore, pipeline: IngestPipeline

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from wattwatch import __version__
-from wattwatch.web import dashboard, errors
+from wattwatch.web import errors
 from wattwatch.web.api import alerts as alert_api
 from wattwatch.web.api import auth, devices, health, sites, telemetry
+from wattwatch.web.api import reports as reports_api
 from wattwatch.web.api import webhooks as webhook_api
 
 if TYPE_CHECKING:
@@ -39,8 +40,7 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
     errors.install(app)
     for module in (auth, sites, devices, telemetry, health):
         app.include_router(module.router)
+    app.include_router(reports_api.router)
     for module in (alert_api, webhook_api):
         app.include_router(module.router)
-    # Last: the dashboard's pages and its view of which API routes exist.
-    dashboard.install(app)
     return app
