@@ -90,7 +90,8 @@ def bare_executemany(batches: list[list[dict[str, float | int]]]) -> float:
 
 
 def bare_copy(batches: list[list[dict[str, float | int]]], database_url: str) -> float:
-    """PostgreSQL: the same rows COPYed into a bare partitioned table, one commit per batch."""
+    """PostgreSQL: the same rows binary-COPYed into a bare partitioned table, one commit per
+    batch (what the store does for readings, minus dedupe, rollups and locks)."""
     import psycopg
 
     from wattwatch.store.postgres import libpq_url
@@ -130,8 +131,9 @@ def bare_copy(batches: list[list[dict[str, float | int]]], database_url: str) ->
             with (
                 conn.transaction(),
                 conn.cursor() as cur,
-                cur.copy("COPY bench_bare.readings FROM STDIN") as copy,
+                cur.copy("COPY bench_bare.readings FROM STDIN (FORMAT BINARY)") as copy,
             ):
+                copy.set_types(["int4", "int8", "int8", "int8", "int8", "int8", "text"])
                 for row in batch:
                     copy.write_row(row)
         elapsed = time.perf_counter() - started
