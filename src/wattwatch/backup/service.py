@@ -285,7 +285,17 @@ def _pg_restore(
             conn.execute("DROP SCHEMA public CASCADE")
             conn.execute("CREATE SCHEMA public")
     done = subprocess.run(
-        [_tool("pg_restore"), "--no-owner", "--exit-on-error", "--dbname", url, str(dump)],
+        # Roles are per server, not per database: the target server may lack the source's
+        # (analyst roles are granted again with `wattwatch export analyst-role`).
+        [
+            _tool("pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--dbname",
+            url,
+            str(dump),
+        ],
         capture_output=True,
         text=True,
         check=False,
