@@ -78,6 +78,7 @@ class Wattwatch:
             lambda device_id: {c["id"]: c["name"] for c in store.registry.list_channels(device_id)}
         )
         pipeline.add_listener(live.on_batch)
+        alerts.engine.add_listener(live.on_alert)
         return cls(
             settings=settings,
             reports=reports,

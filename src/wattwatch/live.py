@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,15 @@ class CommittedRows(Protocol):
     channel_names: dict[int, str]
 
 
+class AlertLike(Protocol):
+    """What the hub needs of the alert engine's ``AlertEvent``."""
+
+    name: str
+    org_id: int
+    ts_ms: int
+    alert: dict[str, Any]
+
+
 @dataclass(slots=True)
 class LiveEvent:
     """One event for subscribers of organisation ``org_id`` (``device_id`` None: org-wide)."""
@@ -49,7 +59,9 @@ class LiveEvent:
 
     def sse(self) -> bytes:
         """The event in text/event-stream framing."""
-        return b"event: " + self.type.encode() + b"\ndata: " + orjson.dumps(self.data) + b"\n\n"
+        # Events come from other services too: int keys and odd values must not end a stream.
+        body = orjson.dumps(self.data, default=str, option=orjson.OPT_NON_STR_KEYS)
+        return b"event: " + self.type.encode() + b"\ndata: " + body + b"\n\n"
 
 
 @dataclass(eq=False)
@@ -89,6 +101,7 @@ class LiveHub:
         self._latest: dict[int, dict[str, dict[str, Any]]] = {}  # device -> channel -> point
         self._last_seen_ms: dict[int, int] = {}
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- producers ------------------------------------------------------------------------
     def on_batch(self, batch: CommittedRows) -> None:
@@ -120,12 +133,33 @@ class LiveHub:
             data["truncated"] = truncated
         self.publish("readings", batch.org_id, data, device_id=batch.device_id)
 
+    def on_alert(self, event: AlertLike) -> None:
+        """Alert engine listener: alert.raised, .updated, .acknowledged and .cleared."""
+        device_id = event.alert.get("device_id")
+        self.publish(
+            event.name,
+            event.org_id,
+            {"ts": event.ts_ms, "alert": event.alert},
+            device_id=device_id if isinstance(device_id, int) else None,
+        )
+
     def publish(
         self, type_: str, org_id: int, data: dict[str, Any], *, device_id: int | None = None
     ) -> None:
         """Send an event (``alert.raised``, ``device.status``, ``command.result`` …) to
-        subscribers of ``org_id``; with ``device_id``, only to those watching that device
-        or all devices. Must be called on the event loop's thread."""
+        subscribers of ``org_id``; with ``device_id``, to those watching that device or all
+        devices, without, to those watching all devices. Safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(
+                    functools.partial(self.publish, type_, org_id, data, device_id=device_id)
+                )
+                return
         event = LiveEvent(type_, org_id, data, device_id)
         for sub in self._subs:
             if not sub.wants(event):
@@ -155,8 +189,13 @@ class LiveHub:
         return len(self._subs)
 
     def open(self) -> None:
-        """Accept subscriptions (again, after ``close``)."""
+        """Accept subscriptions (again, after ``close``); events published from other threads
+        are handed to the running loop."""
         self._closed = False
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def close(self) -> None:
         """End every subscription (server shutdown); later subscriptions end at once."""

@@ -29,6 +29,7 @@ CHROMIUM_ARGS = [
 ]
 DAY_MS = 86_400_000
 VIEWER_PASSWORD = "viewer-password-1"
+OWNER_PASSWORD = "owner-password-1"
 
 
 def chromium_path() -> str | None:
@@ -41,9 +42,15 @@ def launch(playwright: Any) -> Any:
 
 
 def history_rows(
-    channel_id: int, start_ms: int, end_ms: int, step_ms: int, seed: int = 1
+    channel_id: int,
+    start_ms: int,
+    end_ms: int,
+    step_ms: int,
+    seed: int = 1,
+    energy_start_wh: float = 1_000_000.0,
 ) -> list[StoredRow]:
-    """A plausible load curve (base load, a daily cycle, appliance bursts) with its counter."""
+    """A plausible load curve (base load, a daily cycle, appliance bursts) with its energy
+    counter, which goes on from ``energy_start_wh``."""
     rng = np.random.default_rng(seed)
     ts = np.arange(start_ms, end_ms, step_ms, dtype=np.int64)
     hours = (ts / 3_600_000) % 24
@@ -51,7 +58,7 @@ def history_rows(
     power += np.where(rng.random(len(ts)) < 0.05, rng.uniform(500, 2000, len(ts)), 0)
     power += rng.normal(0, 15, len(ts))
     power = np.clip(power, 0, None)
-    energy_wh = 1_000_000 + np.cumsum(power * step_ms / 3_600_000)
+    energy_wh = energy_start_wh + np.cumsum(power * step_ms / 3_600_000)
     voltage = 230 + rng.normal(0, 1.5, len(ts))
     n = len(ts)
     return list(
@@ -99,6 +106,7 @@ def make_demo(data_dir: Path, *, year_step_ms: int, recent_step_ms: int = 5000) 
         assert org_id is not None
         ww.registry.add_user("viewer@example.com", VIEWER_PASSWORD, Role.VIEWER, org_id)
         owner = Principal(0, org_id, Role.OWNER, boot.email)
+        ww.registry.change_password(owner, boot.password, OWNER_PASSWORD)
         site = ww.registry.create_site(
             owner, "Office", "Europe/Madrid", {"currency": "EUR", "price_per_kwh": 0.21}
         )
@@ -119,17 +127,20 @@ def make_demo(data_dir: Path, *, year_step_ms: int, recent_step_ms: int = 5000) 
         split = end - 6 * 3_600_000
         start = end - 365 * DAY_MS
         rows = 0
-        for lo in range(start, split, 30 * DAY_MS):
-            chunk = history_rows(channel, lo, min(lo + 30 * DAY_MS, split), year_step_ms, lo)
+        counter_wh = 1_000_000.0
+        spans = [
+            (lo, min(lo + 30 * DAY_MS, split), year_step_ms)
+            for lo in range(start, split, 30 * DAY_MS)
+        ]
+        for lo, hi, step in [*spans, (split, end, recent_step_ms)]:
+            chunk = history_rows(channel, lo, hi, step, lo, counter_wh)
             ww.store.write_readings(chunk)
             rows += len(chunk)
-        recent = history_rows(channel, split, end, recent_step_ms, 7)
-        ww.store.write_readings(recent)
-        rows += len(recent)
+            counter_wh = chunk[-1][3] / 1000
         return Demo(
             data_dir=data_dir,
             email=boot.email,
-            password=boot.password,
+            password=OWNER_PASSWORD,
             site_id=site["id"],
             panel_id=panel["id"],
             panel_token=panel_token,

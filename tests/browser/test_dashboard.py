@@ -49,10 +49,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
 
 @pytest.fixture(scope="module")
 def server(demo: Demo) -> Iterator[ServerProcess]:
-    extra: tuple[str, ...] = ()
-    if "--mqtt-port" in serve_options():
-        extra = ("--mqtt-port", str(free_port()))
-    srv = ServerProcess(demo.data_dir, *extra).start()
+    srv = ServerProcess(demo.data_dir)
+    if getattr(srv, "mqtt_port", None) is None and "--mqtt-port" in serve_options():
+        # the embedded broker must not try the (taken) default port
+        port = free_port()
+        srv.extra = (*srv.extra, "--mqtt-port", str(port))
+        setattr(srv, "mqtt_port", port)  # noqa: B010
+    srv.start()
     yield srv
     srv.stop()
 
@@ -280,10 +283,12 @@ def test_toggle_plug_shows_the_state_the_device_reported(
     ):
         pytest.skip("the commands API (POST /api/v1/devices/{id}/commands) is not there yet")
     mqtt = pytest.importorskip("paho.mqtt.client")
-    m = re.search(r"mqtt\S*?:(\d+)|MQTT on \S+?:(\d+)", server.read_output(), re.IGNORECASE)
-    if not m:
-        pytest.skip("serve does not say which port its MQTT broker listens on")
-    port = int(m.group(1) or m.group(2))
+    port = getattr(server, "mqtt_port", None)
+    if port is None:
+        m = re.search(r"MQTT on mqtt://[^:\s]+:(\d+)", server.read_output())
+        if not m:
+            pytest.skip("serve does not say which port its MQTT broker listens on")
+        port = int(m.group(1))
     device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=demo.plug_uid)
     device.username_pw_set(demo.plug_uid, demo.plug_token)
 

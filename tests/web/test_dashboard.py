@@ -7,8 +7,11 @@ import asyncio
 import json
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -366,3 +369,31 @@ def test_stream_over_real_http_and_a_quick_stop_with_streams_open(server_factory
             stopped_s = time.monotonic() - started
             assert stopped_s < 5, f"stop took {stopped_s:.1f} s with a stream open"
             assert "Waiting for connections" not in srv.read_output()
+
+
+@dataclass
+class _AlertEvent:
+    name: str
+    org_id: int
+    ts_ms: int
+    alert: dict[str, Any]
+
+
+def test_live_hub_takes_alert_events_from_other_threads() -> None:
+    async def scenario() -> None:
+        hub = LiveHub()
+        hub.open()  # remembers the running loop
+        async with hub.subscribe(1, [4]) as device_page, hub.subscribe(1) as overview:
+            details = {7: "int keys, as alert details may have", "when": datetime(2026, 1, 1)}
+            event = _AlertEvent("alert.raised", 1, 5, {"id": 3, "device_id": 4, "d": details})
+            worker = threading.Thread(target=hub.on_alert, args=(event,))
+            worker.start()
+            worker.join()
+            for sub in (device_page, overview):
+                got = await asyncio.wait_for(sub.queue.get(), 2)
+                assert got is not None and got.type == "alert.raised"
+                assert got.data["alert"]["id"] == 3
+                assert got.sse().startswith(b"event: alert.raised\ndata: {")
+                assert b'"7":"int keys' in got.sse() and b"2026-01-01" in got.sse()
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from wattwatch import __version__
-from wattwatch.web import errors
+from wattwatch.web import dashboard, errors
 from wattwatch.web.api import alerts as alert_api
 from wattwatch.web.api import auth, devices, health, sites, telemetry
 from wattwatch.web.api import reports as reports_api
@@ -43,4 +43,6 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(reports_api.router)
     for module in (alert_api, webhook_api):
         app.include_router(module.router)
+    # Last: the dashboard's pages and its view of which API routes exist.
+    dashboard.install(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
@@ -11,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from wattwatch.live import LiveHub, Subscription
 from wattwatch.web.deps import Caller, Services
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["stream"])
 
 # A comment line this often keeps proxies from closing an idle stream and lets the server
@@ -40,7 +42,12 @@ async def _events(
         if sub.dropped != reported_drops:
             yield b'event: dropped\ndata: {"events": %d}\n\n' % (sub.dropped - reported_drops)
             reported_drops = sub.dropped
-        yield event.sse()
+        try:
+            chunk = event.sse()
+        except TypeError:  # not JSON at all: drop it, keep the stream
+            log.exception("live event %s could not be sent", event.type)
+            continue
+        yield chunk
 
 
 @router.get(

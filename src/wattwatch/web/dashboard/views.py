@@ -100,7 +100,21 @@ def device_now(ww: Wattwatch, org_id: int, device: dict[str, Any], now: int) -> 
         for p in recent:  # ascending: the last bucket of each channel wins
             latest[p["channel"]] = {"ts": p["ts"], "power_w": p["power_w_avg"]}
         if recent:
-            seen.append(recent[-1]["ts"] + 60_000 - 1)
+            # The raw readings of that last minute carry every metric and the exact time.
+            last_minute = recent[-1]["ts"]
+            try:
+                raw = ww.queries.readings(
+                    org_id,
+                    device["id"],
+                    from_ms=last_minute,
+                    to_ms=now + 1,
+                    limit=10_000,
+                )["points"]
+            except WattwatchError:
+                raw = []
+            for p in raw:
+                latest[p["channel"]] = {k: v for k, v in p.items() if v is not None}
+            seen.append(raw[-1]["ts"] if raw else last_minute + 60_000 - 1)
     powers = [p["power_w"] for p in latest.values() if p.get("power_w") is not None]
     last_seen = max(seen) if seen else None
     if device.get("online") is not None:
