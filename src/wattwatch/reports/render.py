@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 from collections.abc import Callable
@@ -205,7 +206,15 @@ def _env() -> Environment:
     return env
 
 
-def render_html(report: dict[str, Any]) -> str:
+def _as_image(svg: str) -> str:
+    """An SVG as an ``<img>`` with a data URI: WeasyPrint then parses it as XML in one go
+    instead of tokenising and styling every node as HTML (the PDF renders about 2x faster)."""
+    data = base64.b64encode(svg.encode()).decode()
+    return f'<img alt="" style="width:100%" src="data:image/svg+xml;base64,{data}">'
+
+
+def render_html(report: dict[str, Any], *, images: bool = False) -> str:
+    """The report page; ``images`` embeds the charts as data-URI images (for the PDF)."""
     meta = report["report"]
     tz = meta["site"]["timezone"]
     b = report["breakdown"]
@@ -227,7 +236,8 @@ def render_html(report: dict[str, Any]) -> str:
             meta=meta,
             s=report["summary"],
             comp=report["completeness"],
-            charts={k: Markup(v) for k, v in svg.items()},  # built with escape()
+            # Chart SVGs are built with escape() around every piece of text.
+            charts={k: Markup(_as_image(v) if images and v else v) for k, v in svg.items()},
             money=lambda v: money(v, meta["currency"]),
             generated=generated.strftime("%d %b %Y %H:%M %Z"),
         )
@@ -242,5 +252,6 @@ def render_pdf(report: dict[str, Any]) -> bytes:
             "PDF output needs WeasyPrint: pip install 'wattwatch[pdf]' "
             f"(and the Pango library of your system): {exc}"
         ) from None
-    pdf: bytes = HTML(string=render_html(report), base_url=str(TEMPLATES)).write_pdf()
+    html = render_html(report, images=True)
+    pdf: bytes = HTML(string=html, base_url=str(TEMPLATES)).write_pdf()
     return pdf
