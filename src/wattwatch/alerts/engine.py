@@ -63,6 +63,8 @@ UPDATE_EVERY_MS = 60_000
 TICK_S = 1.0
 # How often it looks for rules changed by another process (the CLI, another API replica).
 RULES_POLL_S = 5.0
+# How often devices are looked up again (a device moved to another site changes its rules).
+DEVICES_REFRESH_S = 600.0
 _CORE_INDEX = {"power_w": 2, "energy_wh": 3, "voltage_v": 4, "current_a": 5}
 
 
@@ -798,8 +800,8 @@ class AlertEngine:
             for rt in runtimes.values()
             if isinstance(rt, OfflineRuntime | AnomalyRuntime | EnergyBudgetRuntime)
         ]
-        self._index.clear()
-        self._watched.clear()
+        # Devices are looked up again too: one may have moved to another site or area.
+        self.forget_devices()
         # Alerts of rules that are gone or disabled are closed: nothing would ever clear them.
         for key, alert in list(self.open.items()):
             if alert.rule_id not in runtimes:
@@ -1123,10 +1125,13 @@ class AlertEngine:
         )
 
     async def _tick_loop(self) -> None:
-        polled = asyncio.get_running_loop().time()
+        polled = refreshed = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(self.tick_s)
             self.tick()
+            if asyncio.get_running_loop().time() - refreshed >= DEVICES_REFRESH_S:
+                refreshed = asyncio.get_running_loop().time()
+                self.forget_devices()
             if asyncio.get_running_loop().time() - polled >= RULES_POLL_S:
                 polled = asyncio.get_running_loop().time()
                 try:

@@ -77,7 +77,10 @@ class WebhookService:
         """Send a signed ``ping`` event to the webhook (with the usual retries)."""
         self.get(principal, webhook_id)
         event = Event("ping", principal.org_id, now_ms(), {"webhook_id": webhook_id})
-        self.dispatcher.deliver_threadsafe(event, {"kind": "webhook", "webhook_id": webhook_id})
+        try:
+            self.dispatcher.deliver_threadsafe(event, {"kind": "webhook", "webhook_id": webhook_id})
+        except LookupError as exc:
+            raise Conflict(str(exc)) from None
 
     def dead_letters(
         self, principal: Principal, state: str | None = None, limit: int = 1000
