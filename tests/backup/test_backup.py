@@ -215,3 +215,22 @@ def test_scheduled_backups_keep_the_newest_n(tmp_path: Path) -> None:
         assert list_backups(tmp_path / "b") == kept
     finally:
         store.close()
+
+
+def test_serving_applies_retention_hourly(tmp_path: Path) -> None:
+    store = _small_store(f"sqlite:///{tmp_path / 'd' / 'wattwatch.db'}")  # January 2025
+    try:
+        upkeep = Maintenance(
+            store, retention_raw_days=30, backup_dir=None, backup_interval_s=3600, backup_keep=1
+        )
+        days_before = store.daily_energy(list(range(1, 3)), 0, 2**62)
+        last: dict[str, float] = {}
+        upkeep.run_due(time.time(), last)
+        assert store.count_readings() == 0
+        assert store.daily_energy(list(range(1, 3)), 0, 2**62) == days_before
+        chans = make_device(store, channels=1)
+        store.write_readings(hour_batch(chans, 0))
+        upkeep.run_due(time.time() + 60, last)  # not due again within the hour
+        assert store.count_readings() == 360
+    finally:
+        store.close()
