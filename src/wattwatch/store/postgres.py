@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from wattwatch.errors import ConfigError, SchemaTooNew
@@ -124,6 +124,16 @@ class PostgresStore(SqlStore):
             sa_url, pool_size=pool_size, max_overflow=8, pool_pre_ping=True
         )
         self.read_engine = self.engine
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Each session's scratch table for bulk rollup upserts (emptied at every commit).
+            dbapi_conn.execute(
+                "CREATE TEMP TABLE rollup_in (ch integer, bucket bigint, n bigint, pn bigint, "
+                "psum bigint, pmin bigint, pmax bigint, e bigint) ON COMMIT DELETE ROWS"
+            )
+            dbapi_conn.commit()
+
         self._partitions: set[tuple[int, int]] = set()
         self._ddl_lock = threading.Lock()
         try:
@@ -263,10 +273,6 @@ class PostgresStore(SqlStore):
             super()._upsert_rollups(cur, table, batch)
             return
         # Many buckets: COPY them into a scratch table and upsert with one statement.
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS rollup_in (ch integer, bucket bigint, n bigint, "
-            "pn bigint, psum bigint, pmin bigint, pmax bigint, e bigint) ON COMMIT DELETE ROWS"
-        )
         with cur.copy("COPY rollup_in FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_ROLLUP_TYPES)
             for row in batch:
