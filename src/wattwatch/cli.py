@@ -42,7 +42,10 @@ DataDir = Annotated[
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="sqlite:///file.db [env WATTWATCH_DATABASE_URL]"),
+    typer.Option(
+        "--database-url",
+        help="sqlite:///file.db or postgresql://user@host/db [env WATTWATCH_DATABASE_URL]",
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
