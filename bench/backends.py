@@ -44,11 +44,17 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--skip-query", action="store_true")
+    ap.add_argument("--store-only", action="store_true", help="ingest: skip the HTTP path")
     args = ap.parse_args()
     results: dict[str, dict[str, float]] = {}
-    results["ingest sqlite"] = ingest.run(args.devices, args.per_device, args.clients, None)
+    only = args.store_only
+    results["ingest sqlite"] = ingest.run(
+        args.devices, args.per_device, args.clients, None, store_only=only
+    )
     with fresh_database(args.admin_url) as url:
-        results["ingest postgresql"] = ingest.run(args.devices, args.per_device, args.clients, url)
+        results["ingest postgresql"] = ingest.run(
+            args.devices, args.per_device, args.clients, url, store_only=only
+        )
     if not args.skip_query:
         results["query sqlite"] = query.run(args.days, None)
         with fresh_database(args.admin_url) as url:
