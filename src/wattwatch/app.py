@@ -130,6 +130,12 @@ class Wattwatch:
             self.alerts.engine.device_status(device_id, online, ts_ms)
         if self.hooks is not None:
             self.hooks.device_status(device_id, org_id, online, ts_ms)
+        self.live.publish(
+            "device.status",
+            org_id,
+            {"device_id": device_id, "online": online, "ts": ts_ms},
+            device_id=device_id,
+        )
 
     def close(self) -> None:
         self.store.close()

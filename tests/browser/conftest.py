@@ -137,6 +137,10 @@ def make_demo(data_dir: Path, *, year_step_ms: int, recent_step_ms: int = 5000) 
             ww.store.write_readings(chunk)
             rows += len(chunk)
             counter_wh = chunk[-1][3] / 1000
+        extra: dict[str, Any] = {}
+        preregister = getattr(ww.registry, "preregister_device", None)
+        if preregister is not None:  # claiming lands with the registry/control work
+            _, extra["claim_code"] = preregister(name="Boxed plug", kind=DeviceKind.PLUG)
         return Demo(
             data_dir=data_dir,
             email=boot.email,
@@ -148,6 +152,7 @@ def make_demo(data_dir: Path, *, year_step_ms: int, recent_step_ms: int = 5000) 
             plug_uid=plug["uid"],
             plug_token=plug_token,
             rows=rows,
+            extra=extra,
         )
     finally:
         ww.close()

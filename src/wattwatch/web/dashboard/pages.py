@@ -216,7 +216,7 @@ def sites_page(request: Request, caller: PageCaller) -> Response:
     sites, unplaced = views.overview(ww, caller.org_id)
     tree = []
     for site in sites:
-        areas = views.areas_of(ww, caller.org_id, site.record["id"])
+        areas = views.areas_of(ww, caller, site.record["id"])
         groups: dict[int | None, list[views.DeviceNow]] = {}
         for d in site.devices:
             groups.setdefault(d.record.get("area_id"), []).append(d)
@@ -244,7 +244,7 @@ def device_page(request: Request, device_id: int, caller: PageCaller) -> Respons
     if device.get("site_id") is not None:
         site = ww.registry.db.get_site(caller.org_id, device["site_id"])
         if device.get("area_id") is not None:
-            area = views.areas_of(ww, caller.org_id, site["id"]).get(device["area_id"])
+            area = views.areas_of(ww, caller, site["id"]).get(device["area_id"])
     state = device.get("state")
     for point in now.channels.values():
         if point.get("state") is not None:
@@ -280,7 +280,7 @@ def reports_page(request: Request, caller: PageCaller) -> Response:
 def claim_page(request: Request, caller: PageCaller) -> Response:
     ww = _ww(request)
     sites = ww.registry.db.list_sites(caller.org_id)
-    areas = {s["id"]: views.areas_of(ww, caller.org_id, s["id"]) for s in sites}
+    areas = {s["id"]: views.areas_of(ww, caller, s["id"]) for s in sites}
     return render(request, "claim.html", caller, sites=sites, areas=areas)
 
 

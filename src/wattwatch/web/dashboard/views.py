@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from wattwatch.app import Wattwatch
+    from wattwatch.registry.service import Principal
 
 # A device without an explicit online/offline status is online while its readings arrive
 # at least this often.
@@ -38,6 +39,7 @@ FEATURE_ROUTES: dict[str, tuple[str, str]] = {
     "appliances": ("GET", "/api/v1/devices/{}/appliances"),
     "forecast": ("GET", "/api/v1/devices/{}/forecast"),
     "api_keys": ("GET", "/api/v1/api-keys"),
+    "user_roles": ("PATCH", "/api/v1/users/{}"),
 }
 _PARAM = re.compile(r"\{[^}]*\}")
 
@@ -195,13 +197,13 @@ def overview(ww: Wattwatch, org_id: int) -> tuple[list[SiteSummary], list[Device
     return sites, by_site.get(None, [])
 
 
-def areas_of(ww: Wattwatch, org_id: int, site_id: int) -> dict[int, str]:
-    """Area names of a site, when the registry has areas yet (another engineer's part)."""
-    list_areas = getattr(ww.registry.db, "list_areas", None)
+def areas_of(ww: Wattwatch, principal: Principal, site_id: int) -> dict[int, str]:
+    """Area names (their path, "Floor 2/Room 201") of a site, when the registry has areas."""
+    list_areas = getattr(ww.registry, "list_areas", None)
     if list_areas is None:
         return {}
     try:
-        rows = list_areas(org_id, site_id)
-    except (TypeError, WattwatchError):
+        rows = list_areas(principal, site_id)
+    except WattwatchError:
         return {}
-    return {int(a["id"]): str(a["name"]) for a in rows}
+    return {int(a["id"]): str(a.get("path") or a["name"]) for a in rows}

@@ -81,6 +81,18 @@
 
   function text(el, value) { if (el) el.textContent = value; }
 
+  // Online/offline badges: shape and word, not colour alone.
+  function showStatus(deviceId, online) {
+    document.querySelectorAll('[data-status="' + deviceId + '"]').forEach((el) => {
+      el.className = "status " + (online ? "on" : "off");
+      el.replaceChildren();
+      const dot = document.createElement("span");
+      dot.setAttribute("aria-hidden", "true");
+      dot.textContent = online ? "●" : "○";
+      el.append(dot, online ? " online" : " offline");
+    });
+  }
+
   function cell(tag, value, cls) {
     const el = document.createElement(tag);
     el.textContent = value === null || value === undefined ? "–" : String(value);
@@ -88,5 +100,5 @@
     return el;
   }
 
-  window.WW = { api, listOf, fmtPower, ago, stream, text, cell, refreshTimes, csrf };
+  window.WW = { api, listOf, fmtPower, ago, stream, text, cell, refreshTimes, csrf, showStatus };
 })();

@@ -285,10 +285,13 @@
     readings: (d) => {
       for (const p of d.points) { showPoint(p); addLive(p); }
       drawLive();
-      const status = document.querySelector('[data-status="' + deviceId + '"]');
-      if (status) { status.className = "status on"; status.innerHTML = '<span aria-hidden="true">●</span> online'; }
+      WW.showStatus(deviceId, true);
     },
-    "command.result": (d) => { if (d.state !== undefined && d.state !== null) showState(d.state, "device reported"); },
+    "device.status": (d) => WW.showStatus(deviceId, d.online),
+    "command.result": (d) => {
+      const r = d.result || d;
+      if (r.ok !== false && r.state !== undefined && r.state !== null) showState(r.state, "device reported");
+    },
   }, (s) => {
     root.dataset.live = s;
     WW.text(liveState, s === "live" ? "· live" : "· reconnecting…");

@@ -30,8 +30,7 @@
       if (!keys.some((k) => k.startsWith(deviceId + ":"))) return;
       WW.text(site.querySelector("[data-site-power]"), WW.fmtPower(sum(keys)));
     });
-    const status = document.querySelector('[data-status="' + deviceId + '"]');
-    if (status) { status.className = "status on"; status.innerHTML = '<span aria-hidden="true">●</span> online'; }
+    WW.showStatus(deviceId, true);
   }
 
   const state = document.getElementById("live-state");
@@ -42,6 +41,7 @@
       }
       redraw(d.device_id);
     },
+    "device.status": (d) => WW.showStatus(d.device_id, d.online),
     "alert.raised": () => loadAlerts(),
     "alert.cleared": () => loadAlerts(),
     "alert.acknowledged": () => loadAlerts(),
