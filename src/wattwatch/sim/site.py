@@ -267,7 +267,8 @@ class Site:
         volts = v_supply - dev.line_ohm * i_true + nz.voltage_v * e[0]
         p = p_true * (1.0 + nz.power_rel * e[1]) + nz.power_abs_w * e[2]
         q = q_true * (1.0 + nz.power_rel * e[3]) + nz.power_abs_w * e[4]
-        idle = p < nz.no_load_w
+        # No current through the meter (relay open, nothing on): nothing to add noise to.
+        idle = (p < nz.no_load_w) | (p_true <= 0.0)
         p[idle] = 0.0
         q[idle | (q < 0.0)] = 0.0
         s = np.sqrt(p * p + q * q)
