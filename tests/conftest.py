@@ -33,6 +33,8 @@ class ServerProcess:
         self.data_dir = data_dir
         self.extra = extra
         self.http_port = free_port()
+        # The embedded MQTT broker's port (1883 is taken on the CI machine: Mosquitto).
+        self.mqtt_port = free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.output = ""
         self.password: str | None = None
@@ -44,7 +46,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         log = open(self.data_dir.parent / f"serve-{self.http_port}.log", "w+")  # noqa: SIM115
         self._log = log
-        env = {**os.environ, "COLUMNS": "200", "WATTWATCH_LOG_LEVEL": "warning"}
+        env = {
+            **os.environ,
+            "COLUMNS": "200",
+            "WATTWATCH_LOG_LEVEL": "warning",
+            "WATTWATCH_MQTT_PORT": str(self.mqtt_port),
+        }
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from wattwatch.alerts.engine import AlertEngine
 from wattwatch.alerts.service import AlertService
@@ -25,6 +26,9 @@ from wattwatch.reports.service import ReportService
 from wattwatch.store.alerts import SqlAlertStore
 from wattwatch.store.reports import SqlReportStore
 from wattwatch.store.sqlstore import SqlStore
+
+if TYPE_CHECKING:
+    from wattwatch.ingest.mqtt import MqttService
 
 
 def open_store(settings: Settings, *, lock: bool) -> SqlStore:
@@ -59,6 +63,8 @@ class Wattwatch:
     alerts: AlertService | None = None
     hooks: HookDispatcher | None = None
     webhooks: WebhookService | None = None
+    # MQTT (embedded broker or external-broker client): built by ``enable_mqtt``.
+    mqtt: MqttService | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, lock: bool = True) -> Wattwatch:
@@ -107,6 +113,8 @@ class Wattwatch:
             await self.hooks.start()
             await self.alerts.engine.start()
         await self.pipeline.start()
+        if self.mqtt is not None:
+            await self.mqtt.start()
         if self.report_scheduler is not None:
             self.report_scheduler.start()
         if self.maintenance is not None:
@@ -118,10 +126,28 @@ class Wattwatch:
             await self.report_scheduler.stop()
         if self.maintenance is not None:
             await self.maintenance.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()  # messages already read are committed before the pipeline ends
         await self.pipeline.stop()
         if self.hooks is not None and self.alerts is not None:
             await self.alerts.engine.stop()
             await self.hooks.stop()
+
+    def enable_mqtt(self, *, consume: bool = True, client_id: str | None = None) -> MqttService:
+        """Attach MQTT as the settings say (embedded broker, or ``broker_url``); it starts and
+        stops with the app. ``consume=False``: publish/request only (external broker)."""
+        from wattwatch.ingest.mqtt import MqttService
+
+        self.mqtt = MqttService.from_settings(
+            self.settings,
+            self.pipeline,
+            self.store.registry,
+            self.stats,
+            client_id=client_id,
+            consume=consume,
+            on_presence=self.device_status,
+        )
+        return self.mqtt
 
     def device_status(self, device_id: int, org_id: int, online: bool, ts_ms: int) -> None:
         """A device came online or went offline (presence, last will, status message): tells

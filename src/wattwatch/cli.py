@@ -48,6 +48,13 @@ DatabaseUrl = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+BrokerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--broker-url",
+        help="external MQTT broker mqtt://user:pass@host:1883 [env WATTWATCH_BROKER_URL]",
+    ),
+]
 
 
 def settings_from(data_dir: Path | None, database_url: str | None, **more: Any) -> Settings:
@@ -127,19 +134,35 @@ def serve(
     database_url: DatabaseUrl = None,
     http_host: Annotated[str | None, typer.Option(help="HTTP listen address")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP port [8080]")] = None,
+    mqtt_host: Annotated[str | None, typer.Option(help="MQTT listen address")] = None,
+    mqtt_port: Annotated[
+        int | None, typer.Option(help="MQTT port of the embedded broker [1883]")
+    ] = None,
+    broker_url: BrokerUrl = None,
+    no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="no MQTT at all")] = False,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning")] = None,
 ) -> None:
-    """Run wattwatch: HTTP API and ingest, in one process."""
+    """Run wattwatch: HTTP API and ingest, in one process.
+
+    MQTT: an embedded broker on --mqtt-port, or with --broker-url the process consumes an
+    external broker's shared subscription like a worker.
+    """
     import uvicorn
 
     from wattwatch.web.server import create_api
 
     settings = settings_from(
-        data_dir, database_url, http_host=http_host, http_port=http_port, log_level=log_level
+        data_dir,
+        database_url,
+        http_host=http_host,
+        http_port=http_port,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        broker_url=broker_url,
+        mqtt_enabled=False if no_mqtt else None,
+        log_level=log_level,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level)
     problem = port_problem(settings.http_host, settings.http_port)
     if problem:
         err.print(
@@ -148,6 +171,18 @@ def serve(
         )
         raise typer.Exit(2)
     with services(settings, lock=True) as ww:
+        # After the data-dir lock: "another wattwatch owns this dir" is the better answer.
+        if settings.mqtt_enabled and not settings.broker_url:
+            problem = port_problem(settings.mqtt_host, settings.mqtt_port)
+            if problem:
+                err.print(
+                    f"[red]error:[/red] MQTT {problem} (a Mosquitto?). Pick another port with "
+                    "--mqtt-port N (or WATTWATCH_MQTT_PORT=N), use that broker with "
+                    f"--broker-url mqtt://{settings.mqtt_host}:{settings.mqtt_port}, or run "
+                    "without MQTT (--no-mqtt)."
+                )
+                raise typer.Exit(2)
+        mqtt = ww.enable_mqtt() if settings.mqtt_enabled else None
         boot = ww.registry.bootstrap_owner()
         if boot is not None:
             console.print(
@@ -167,8 +202,94 @@ def serve(
             f"wattwatch {__version__}: HTTP on http://{settings.http_host}:{settings.http_port} "
             f"(data: {settings.store_url().split('@')[-1]})"
         )
+        if mqtt is not None:
+            console.print(f"  {mqtt_banner(settings)}")
         sys.stdout.flush()
         asyncio.run(server.serve())
+
+
+def mqtt_banner(settings: Settings) -> str:
+    if settings.broker_url:
+        from wattwatch.broker.external import parse_broker_url
+
+        host, port, *_ = parse_broker_url(settings.broker_url)
+        return f"MQTT: consuming mqtt://{host}:{port} ($share/{settings.mqtt_share_group}/…)"
+    return f"MQTT on mqtt://{settings.mqtt_host}:{settings.mqtt_port} (embedded broker)"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # amqtt logs every connection, and its session state machine every transition, at INFO.
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@app.command()
+def worker(
+    broker_url: BrokerUrl = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT client id, stable across restarts (unique per worker) "
+            "[wattwatch-worker-<hostname>]"
+        ),
+    ] = None,
+    share_group: Annotated[
+        str | None, typer.Option(help="shared-subscription group [wattwatch]")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning")] = None,
+) -> None:
+    """Consume device messages from an external MQTT broker (shared subscription) into the store.
+
+    Run N workers with distinct --worker-id to split the load; each acknowledges a message
+    only after its readings are committed. A SQLite store admits one worker (it owns the data
+    dir); several workers need PostgreSQL (--database-url postgresql://…).
+    """
+    from wattwatch.broker.external import default_client_id
+
+    settings = settings_from(
+        data_dir,
+        database_url,
+        broker_url=broker_url,
+        mqtt_share_group=share_group,
+        log_level=log_level,
+    )
+    setup_logging(settings.log_level)
+    if not settings.broker_url:
+        err.print("[red]error:[/red] give --broker-url mqtt://user:pass@host:1883")
+        raise typer.Exit(2)
+    client_id = worker_id or settings.mqtt_client_id or default_client_id("worker")
+    with services(settings, lock=True) as ww:
+        ww.enable_mqtt(client_id=client_id)
+        console.print(
+            f"wattwatch {__version__} worker {client_id}: {mqtt_banner(settings)} "
+            f"→ {settings.store_url().split('@')[-1]}"
+        )
+        sys.stdout.flush()
+        try:
+            asyncio.run(run_until_signal(ww))
+        except WattwatchError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+
+
+async def run_until_signal(ww: Wattwatch) -> None:
+    """Start the services, run until SIGTERM/SIGINT, stop them (in-flight messages commit)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await ww.start()
+    try:
+        await stop.wait()
+    finally:
+        await ww.stop()
 
 
 @user_app.command("add")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,24 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(1883, ge=0, le=65535)
     mqtt_enabled: bool = True
     broker_url: str | None = Field(None, description="external broker, mqtt://user:pass@host:port")
+    # MQTT (docs/broker.md, docs/scale-out.md). The service account is for integrations
+    # and bridges on the embedded broker; no password, no service account.
+    mqtt_service_user: str = Field("wattwatch", min_length=1, max_length=64)
+    mqtt_service_password: SecretStr | None = None
+    mqtt_connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    mqtt_max_packet_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    mqtt_max_connections: int = Field(10_000, ge=1)
+    mqtt_max_connections_per_ip: int = Field(0, ge=0, description="0: no limit")
+    mqtt_max_connections_per_device: int = Field(4, ge=1)
+    mqtt_max_inflight: int = Field(64, ge=1, le=65535)
+    mqtt_session_expiry_s: int = Field(24 * 3600, ge=0)
+    mqtt_last_seen_interval_s: float = Field(60.0, ge=0)
+    # External broker: the shared-subscription group, and this process's (stable) client id.
+    mqtt_share_group: str = Field("wattwatch", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    mqtt_client_id: str | None = Field(None, max_length=64)
+    # Unacknowledged messages an external broker may send a worker (they are committed in
+    # one group commit; more in flight = bigger batches).
+    mqtt_receive_maximum: int = Field(1000, ge=1, le=65535)
     # Ingest: how many readings may wait for the store before senders are slowed down.
     ingest_queue_readings: int = Field(200_000, ge=1000)
     ingest_batch_readings: int = Field(20_000, ge=1)
@@ -58,6 +76,13 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise ValueError("database_url must start with sqlite: or postgresql:")
+        return value
+
+    @field_validator("mqtt_service_password")
+    @classmethod
+    def _strong_service_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("mqtt_service_password must have at least 16 characters")
         return value
 
     def store_url(self) -> str:

@@ -246,6 +246,44 @@ class IngestPipeline:
             await self._announce(CommittedBatch(device["id"], device.get("org_id"), rows))
         return result
 
+    async def ingest_rows_many(
+        self, items: Sequence[tuple[dict[str, Any], list[StoredRow]]]
+    ) -> list[list[int]]:
+        """Store normalised rows of many devices as one submission; return each item's
+        duplicate indices. Each device's committed rows are announced once.
+
+        For transports that gather many one-reading messages (MQTT): one queue slot and one
+        future for the lot instead of one per message. Rejections are the caller's to count.
+        """
+        rows = [row for _, item_rows in items for row in item_rows]
+        duplicates = await self.submit(rows) if rows else []
+        per_item: list[list[int]] = []
+        offset = 0
+        it = iter(duplicates)
+        dup = next(it, None)
+        kept: dict[int, tuple[dict[str, Any], list[StoredRow]]] = {}
+        for device, item_rows in items:
+            end = offset + len(item_rows)
+            mine: list[int] = []
+            while dup is not None and dup < end:
+                mine.append(dup - offset)
+                dup = next(it, None)
+            per_item.append(mine)
+            offset = end
+            fresh = item_rows
+            if mine:
+                drop = set(mine)
+                fresh = [r for i, r in enumerate(item_rows) if i not in drop]
+            if fresh:
+                slot = kept.get(device["id"])
+                if slot is None:
+                    kept[device["id"]] = (device, list(fresh))
+                else:
+                    slot[1].extend(fresh)
+        for device, device_rows in kept.values():
+            await self._announce(CommittedBatch(device["id"], device.get("org_id"), device_rows))
+        return per_item
+
     async def submit(self, rows: list[StoredRow]) -> list[int]:
         """Queue rows for the writer (waiting while the queue is full); return duplicates."""
         if self._queue is None or self._space is None:

@@ -272,6 +272,21 @@ class SqlRegistry:
             conn.execute(delete(devices).where(devices.c.id == device_id))
         self.forget_caches()
 
+    # Columns the MQTT presence tracker may write (a deleted device's update changes nothing).
+    STATUS_COLUMNS = frozenset({"online", "last_seen_ms", "status_changed_ms", "firmware"})
+
+    def record_device_status(self, updates: Iterable[tuple[int, Record]]) -> None:
+        """Write presence (online, last_seen_ms, status_changed_ms, firmware) in one transaction.
+
+        Unlike ``update_device`` this keeps the channel caches: it runs every few seconds.
+        """
+        with self.engine.begin() as conn:
+            for device_id, values in updates:
+                unknown = set(values) - self.STATUS_COLUMNS
+                if unknown:
+                    raise ValueError(f"not status columns: {sorted(unknown)}")
+                conn.execute(update(devices).where(devices.c.id == device_id).values(**values))
+
     def site_channels(self, org_id: int, site_id: int) -> list[Record]:
         """Channels of the site's devices that count toward its totals (not sub-meters)."""
         return self._read(

@@ -1,0 +1,612 @@
+"""MQTT ingest: device message → protocol adapter → pipeline; presence; commands over MQTT.
+
+``MqttIngest`` is the broker's message sink. The embedded broker tells it who sent a message
+(the device bound to the session); messages from an external broker carry no sender, so the
+device is found from the topic (``protocols.identify`` → registry by uid or by protocol and
+topic, cached). A message is decoded by the device's adapter, its readings go through the one
+ingest pipeline and ``handle`` returns once they are committed (that is when the broker may
+acknowledge it); presence (online, last seen, firmware) is tracked in memory and written in
+batches by ``PresenceTracker``. Bad input is counted (``wattwatch_messages{transport="mqtt"}``)
+and logged with its reason, at most a few lines a minute per device.
+
+``MqttService`` owns the broker side for one running wattwatch (embedded or external) and
+offers the control code ``publish``, ``request`` and ``send_command``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from wattwatch.broker.auth import Authenticator, Identity, device_ref
+from wattwatch.broker.embedded import BrokerLimits, EmbeddedBroker
+from wattwatch.broker.external import ExternalBroker
+from wattwatch.broker.rpc import Match, Transport
+from wattwatch.broker.sink import Done, Inbound, Outcome
+from wattwatch.config import Settings
+from wattwatch.domain import CommandResult, DeviceProtocol, DeviceRef, Rejection, now_ms
+from wattwatch.ingest.pipeline import IngestPipeline, normalise
+from wattwatch.ingest.stats import IngestStats
+from wattwatch.protocols import adapter_for, identify
+from wattwatch.store.base import StoredRow
+from wattwatch.store.registry import SqlRegistry
+
+log = logging.getLogger(__name__)
+
+Device = dict[str, Any]
+# (device id, org id, online, ts_ms): ``Wattwatch.device_status``.
+PresenceListener = Callable[[int, int, bool, int], None]
+# Attribute keys that carry a firmware version, by protocol habit.
+_FIRMWARE_KEYS = ("firmware", "fw_version", "current_fw_version", "Version")
+
+
+class DeviceCache:
+    """Devices by (protocol, topic address), for messages whose sender the broker did not say.
+
+    Hits live ``ttl_s`` (a token rotation does not matter here: the broker authenticated the
+    sender), misses ``miss_ttl_s``, so a flood of unknown topics costs one query per topic
+    per few seconds, not one per message.
+    """
+
+    def __init__(
+        self, registry: SqlRegistry, *, ttl_s: float = 30.0, miss_ttl_s: float = 5.0
+    ) -> None:
+        self.registry = registry
+        self.ttl_s = ttl_s
+        self.miss_ttl_s = miss_ttl_s
+        self._cache: dict[tuple[DeviceProtocol, str], tuple[float, Device | None]] = {}
+
+    def lookup(self, protocol: DeviceProtocol, address: str) -> Device | None:
+        key = (protocol, address)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        if protocol is DeviceProtocol.NATIVE:
+            device = self.registry.device_by(uid=address)
+        else:
+            device = self.registry.device_by(protocol=str(protocol), topic=address)
+        if device is not None and (device["protocol"] != protocol or device["org_id"] is None):
+            device = None
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = (now + (self.ttl_s if device else self.miss_ttl_s), device)
+        return device
+
+
+class PresenceTracker:
+    """Online / last-seen / firmware per device, kept in memory and written in batches.
+
+    ``last_seen_ms`` is written at most every ``last_seen_interval_s`` per device (a device
+    reporting every second must not cost a registry write every second); a change of
+    ``online`` is written at the next flush, within ``flush_interval_s``.
+    """
+
+    def __init__(
+        self,
+        registry: SqlRegistry,
+        *,
+        last_seen_interval_s: float = 60.0,
+        flush_interval_s: float = 1.0,
+        on_change: PresenceListener | None = None,
+    ) -> None:
+        self.registry = registry
+        # Told of every online/offline change at once (offline alert rules, hooks, live view).
+        self.on_change = on_change
+        self.last_seen_interval_ms = int(last_seen_interval_s * 1000)
+        self.flush_interval_s = flush_interval_s
+        # device id → [online, last_seen written (ms), firmware]
+        self._known: dict[int, list[Any]] = {}
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def _state(self, device: Mapping[str, Any]) -> list[Any]:
+        state = self._known.get(device["id"])
+        if state is None:
+            state = [device.get("online"), device.get("last_seen_ms") or 0, device.get("firmware")]
+            self._known[device["id"]] = state
+        return state
+
+    def seen(self, device: Mapping[str, Any], ts_ms: int) -> None:
+        state = self._state(device)
+        if ts_ms - state[1] >= self.last_seen_interval_ms:
+            state[1] = ts_ms
+            self._pending.setdefault(device["id"], {})["last_seen_ms"] = ts_ms
+
+    def set_online(self, device: Mapping[str, Any], online: bool, ts_ms: int) -> None:
+        state = self._state(device)
+        if state[0] is online:
+            return
+        state[0] = online
+        values = self._pending.setdefault(device["id"], {})
+        values.update(online=online, status_changed_ms=ts_ms)
+        if online:
+            state[1] = ts_ms
+            values["last_seen_ms"] = ts_ms
+        self._wake.set()
+        if self.on_change is not None and device.get("org_id") is not None:
+            try:
+                self.on_change(device["id"], device["org_id"], online, ts_ms)
+            except Exception:  # a listener must never break ingest
+                log.exception("presence listener failed")
+
+    def set_firmware(self, device: Mapping[str, Any], firmware: str) -> None:
+        state = self._state(device)
+        if state[2] != firmware:
+            state[2] = firmware
+            self._pending.setdefault(device["id"], {})["firmware"] = firmware
+
+    def online(self, device_id: int) -> bool | None:
+        state = self._known.get(device_id)
+        return None if state is None else state[0]
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mqtt-presence")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            # A burst of connects (a site's power comes back) is written as one batch.
+            await asyncio.sleep(0.05)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        try:
+            await asyncio.to_thread(self.registry.record_device_status, list(batch.items()))
+        except Exception:
+            log.exception("could not record the status of %d devices; retrying", len(batch))
+            for device_id, values in batch.items():
+                self._pending.setdefault(device_id, {}).update(
+                    {k: v for k, v in values.items() if k not in self._pending[device_id]}
+                )
+
+
+class _LogThrottle:
+    def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        start, count = self._seen.get(key, (now, 0))
+        if now - start > self.window_s:
+            start, count = now, 0
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[key] = (start, count + 1)
+        return count < self.burst
+
+
+class CommitBatcher:
+    """Gathers the rows of the messages read in one event-loop turn into one submission.
+
+    Many connections' messages arrive together (one epoll wake-up); submitting them as one
+    batch costs one queue slot, one future and one wake-up instead of one of each per
+    message. ``done`` callbacks run when the batch is committed.
+    """
+
+    def __init__(self, pipeline: IngestPipeline, *, max_rows: int = 5000) -> None:
+        self.pipeline = pipeline
+        self.max_rows = max_rows
+        self.pending_rows = 0  # added, not committed yet
+        self._items: list[tuple[Device, list[StoredRow], int, Done]] = []
+        self._rows = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room: asyncio.Event | None = None
+
+    @property
+    def limit(self) -> int:
+        return self.pipeline.queue_readings
+
+    def add(self, device: Device, rows: list[StoredRow], n_rejected: int, done: Done) -> None:
+        self._items.append((device, rows, n_rejected, done))
+        self._rows += len(rows)
+        self.pending_rows += len(rows)
+        if self._rows >= self.max_rows:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._items:
+            return
+        items, self._items, self._rows = self._items, [], 0
+        task = asyncio.get_running_loop().create_task(self._commit(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _commit(self, items: list[tuple[Device, list[StoredRow], int, Done]]) -> None:
+        n_rows = sum(len(rows) for _, rows, _, _ in items)
+        try:
+            duplicates = await self.pipeline.ingest_rows_many(
+                [(device, rows) for device, rows, _, _ in items]
+            )
+        except Exception:
+            log.exception("mqtt: store write of %d readings failed: not acknowledged", n_rows)
+            for *_, done in items:
+                done(Outcome.ERROR)
+            return
+        finally:
+            self.pending_rows -= n_rows
+            if self._room is not None and self.pending_rows < self.limit:
+                self._room.set()
+        for (_, rows, n_rejected, done), dups in zip(items, duplicates, strict=True):
+            if len(dups) < len(rows):
+                done(Outcome.PARTIAL if n_rejected else Outcome.ACCEPTED)
+            else:
+                done(Outcome.DUPLICATE)
+
+    async def room(self) -> None:
+        while self.pending_rows >= self.limit:
+            self._room = asyncio.Event()
+            await self._room.wait()
+
+    async def drain(self) -> None:
+        self._flush()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class MqttIngest:
+    """The message sink: decode with the device's adapter, ingest, track presence."""
+
+    def __init__(
+        self,
+        pipeline: IngestPipeline,
+        registry: SqlRegistry,
+        stats: IngestStats,
+        presence: PresenceTracker,
+    ) -> None:
+        self.pipeline = pipeline
+        self.stats = stats
+        self.presence = presence
+        self.devices = DeviceCache(registry)
+        self.batcher = CommitBatcher(pipeline)
+        self.transport: Transport | None = None  # for answering device-side RPC
+        self._throttle = _LogThrottle()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counters: dict[Outcome, Any] = {}
+        # What the broker allows a connection (told to ThingsBoard devices that ask).
+        self.session_limits: dict[str, int] = {}
+
+    def count(self, outcome: Outcome) -> None:
+        counter = self._counters.get(outcome)
+        if counter is None:
+            # The labelled child, looked up once: labels() per message shows in profiles.
+            counter = self._counters[outcome] = self.stats.messages.labels("mqtt", outcome.value)
+        counter.inc()
+
+    def connected(self, identity: Identity) -> None:
+        if identity.device is not None:
+            self.presence.set_online(identity.device, True, now_ms())
+
+    def disconnected(self, identity: Identity) -> None:
+        if identity.device is not None:
+            self.presence.set_online(identity.device, False, now_ms())
+
+    @property
+    def saturated(self) -> bool:
+        return self.batcher.pending_rows >= self.batcher.limit
+
+    async def room(self) -> None:
+        await self.batcher.room()
+
+    async def drain(self) -> None:
+        await self.batcher.drain()
+
+    def _note(self, key: str, message: str, *args: Any) -> None:
+        if self._throttle.allow(key):
+            log.info(message, *args)
+
+    def _sender(self, message: Inbound) -> tuple[Device, DeviceRef] | Outcome:
+        identity = message.identity
+        if identity is not None and identity.device is not None and identity.ref is not None:
+            return identity.device, identity.ref
+        topic = message.topic
+        found = identify(topic)
+        if found is None:
+            self._note("topic", "mqtt: no protocol has a topic like %r: dropped", topic[:120])
+            return Outcome.UNKNOWN_TOPIC
+        protocol, address = found
+        if address is None:
+            if protocol is DeviceProtocol.THINGSBOARD:
+                self._note(
+                    "tb",
+                    "mqtt: %r names no device; ThingsBoard devices need the embedded broker",
+                    topic[:120],
+                )
+                return Outcome.UNKNOWN_DEVICE
+            return Outcome.IGNORED  # a Shelly answer on wattwatch/rpc: only a waiter wants it
+        device = self.devices.lookup(protocol, address)
+        if device is None:
+            self._note(
+                f"dev:{address}",
+                "mqtt: no %s device %r (topic %r): dropped",
+                protocol,
+                address,
+                topic[:120],
+            )
+            return Outcome.UNKNOWN_DEVICE
+        ref = device_ref(device)
+        if not adapter_for(protocol).topic_allowed(ref, topic, publish=True):
+            self._note(f"dev:{address}", "mqtt: devices do not publish on %r: dropped", topic[:120])
+            return Outcome.FORBIDDEN
+        return device, ref
+
+    def submit(self, message: Inbound, done: Done) -> None:
+        try:
+            outcome = self._take(message, done)
+        except Exception:
+            log.exception("mqtt: message on %r could not be processed", message.topic[:120])
+            outcome = Outcome.ERROR
+        if outcome is not None:
+            self.count(outcome)
+            done(outcome)
+
+    async def handle(self, message: Inbound) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        self.submit(message, done)
+        return await future
+
+    def _take(self, message: Inbound, done: Done) -> Outcome | None:
+        """The outcome now, or None when ``done`` will be called after the commit."""
+        sender = self._sender(message)
+        if isinstance(sender, Outcome):
+            return sender
+        device, ref = sender
+        received = message.received_ms
+        decoded = adapter_for(ref.protocol).decode(
+            message.topic, message.payload, received_ms=received, key_map=ref.key_map
+        )
+        self.presence.seen(device, received)
+        outcome = Outcome.IGNORED
+        if decoded.online is not None:
+            self.presence.set_online(device, decoded.online, received)
+            outcome = Outcome.STATUS
+        if decoded.attributes:
+            self._attributes(device, decoded.attributes)
+            outcome = Outcome.STATUS
+        if decoded.command_result is not None:
+            outcome = Outcome.STATUS  # a waiter got the raw reply from the transport
+        if decoded.rpc_request is not None:
+            self._answer_rpc(device, *decoded.rpc_request)
+            outcome = Outcome.STATUS
+        rejected = decoded.rejected
+        if decoded.readings:
+            rows, _, bad = normalise(
+                device["id"], decoded.readings, self.pipeline.channels, received
+            )
+            rejected = [*rejected, *bad]
+            if rows:
+                self._rejected(device, message.topic, rejected)
+                self.batcher.add(device, rows, len(rejected), self._counted(done))
+                return None
+        if rejected:
+            self._rejected(device, message.topic, rejected)
+            if outcome is Outcome.IGNORED:
+                outcome = Outcome.REJECTED
+        return outcome
+
+    def _counted(self, done: Done) -> Done:
+        def counted(outcome: Outcome) -> None:
+            self.count(outcome)
+            done(outcome)
+
+        return counted
+
+    def _rejected(self, device: Device, topic: str, rejected: Sequence[Rejection]) -> None:
+        if not rejected:
+            return
+        self.stats.rejected(len(rejected))
+        self._note(
+            f"rej:{device['id']}",
+            "mqtt: device %s: on %r rejected: %s",
+            device["uid"],
+            topic[:120],
+            "; ".join(f"[{r.index}] {r.reason}" for r in rejected[:3]),
+        )
+
+    def _attributes(self, device: Device, attributes: Mapping[str, Any]) -> None:
+        for key in _FIRMWARE_KEYS:
+            value = attributes.get(key)
+            if isinstance(value, str) and 0 < len(value) <= 60:
+                self.presence.set_firmware(device, value)
+                return
+
+    def _answer_rpc(self, device: Device, request_id: str, body: Mapping[str, Any]) -> None:
+        """Answer a device's own RPC (ThingsBoard client-side RPC): the time, session limits."""
+        method = body.get("method")
+        if method in ("getCurrentTime", "getTime"):
+            answer: dict[str, Any] = {"time": now_ms()}
+        elif method == "getSessionLimits":
+            # The ThingsBoard SDK asks on connect; no rate limits, our packet and window sizes.
+            answer = {"rateLimits": {}, **self.session_limits}
+        else:
+            answer = {"error": f"method {str(method)[:60]!r} is not supported"}
+        transport = self.transport
+        if transport is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            transport.publish(
+                f"v1/devices/me/rpc/response/{request_id}",
+                orjson.dumps(answer),
+                1,
+                device_id=device["id"],
+            )
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class MqttService:
+    """MQTT for one running wattwatch: the embedded broker or an external one, with ingest.
+
+    ``consume=False`` (an API replica with an external broker) publishes and requests but
+    leaves consuming to the workers.
+    """
+
+    def __init__(self, transport: EmbeddedBroker | ExternalBroker, ingest: MqttIngest) -> None:
+        self.transport = transport
+        self.ingest = ingest
+        ingest.transport = transport
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        pipeline: IngestPipeline,
+        registry: SqlRegistry,
+        stats: IngestStats,
+        *,
+        client_id: str | None = None,
+        consume: bool = True,
+        on_presence: PresenceListener | None = None,
+    ) -> MqttService:
+        presence = PresenceTracker(
+            registry,
+            last_seen_interval_s=settings.mqtt_last_seen_interval_s,
+            on_change=on_presence,
+        )
+        ingest = MqttIngest(pipeline, registry, stats, presence)
+        transport: EmbeddedBroker | ExternalBroker
+        if settings.broker_url:
+            transport = ExternalBroker(
+                settings.broker_url,
+                sink=ingest if consume else None,
+                client_id=client_id or settings.mqtt_client_id,
+                share_group=settings.mqtt_share_group,
+                session_expiry_s=settings.mqtt_session_expiry_s,
+                receive_maximum=settings.mqtt_receive_maximum,
+            )
+        else:
+            password = settings.mqtt_service_password
+            transport = EmbeddedBroker(
+                host=settings.mqtt_host,
+                port=settings.mqtt_port,
+                authenticator=Authenticator(
+                    registry,
+                    service_user=settings.mqtt_service_user,
+                    service_password=password.get_secret_value() if password else None,
+                ),
+                sink=ingest,
+                limits=BrokerLimits(
+                    connect_timeout_s=settings.mqtt_connect_timeout_s,
+                    max_packet_bytes=settings.mqtt_max_packet_bytes,
+                    max_connections=settings.mqtt_max_connections,
+                    max_connections_per_ip=settings.mqtt_max_connections_per_ip,
+                    max_connections_per_device=settings.mqtt_max_connections_per_device,
+                    max_inflight=settings.mqtt_max_inflight,
+                    session_expiry_s=settings.mqtt_session_expiry_s,
+                ),
+            )
+        ingest.session_limits = {
+            "maxPayloadSize": settings.mqtt_max_packet_bytes,
+            "maxInflightMessages": settings.mqtt_max_inflight,
+        }
+        return cls(transport, ingest)
+
+    @property
+    def embedded(self) -> EmbeddedBroker | None:
+        return self.transport if isinstance(self.transport, EmbeddedBroker) else None
+
+    def describe(self) -> str:
+        if isinstance(self.transport, EmbeddedBroker):
+            return f"MQTT on mqtt://{self.transport.host}:{self.transport.port} (embedded broker)"
+        return f"MQTT via {self.transport.describe()}"
+
+    async def start(self) -> None:
+        await self.ingest.presence.start()
+        await self.transport.start()
+
+    async def stop(self) -> None:
+        await self.transport.stop()
+        await self.ingest.drain()
+        await self.ingest.presence.stop()
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, *, device_id: int | None = None
+    ) -> int:
+        return await self.transport.publish(topic, payload, qos, device_id=device_id)
+
+    async def request(
+        self,
+        topic: str,
+        payload: bytes,
+        reply_topic: str,
+        *,
+        qos: int = 1,
+        timeout_s: float = 10.0,
+        device_id: int | None = None,
+        match: Match | None = None,
+    ) -> bytes:
+        return await self.transport.request(
+            topic,
+            payload,
+            reply_topic,
+            qos=qos,
+            timeout_s=timeout_s,
+            device_id=device_id,
+            match=match,
+        )
+
+    async def send_command(
+        self, device: Mapping[str, Any], action: str, command_id: str, *, timeout_s: float = 10.0
+    ) -> CommandResult:
+        """Ask a device to switch and return its answer (``DeviceTimeout`` when none comes).
+
+        Encoding and decoding are the device's protocol adapter's; the answer is matched by
+        the device, the reply topic and, where the protocol carries one, the request id.
+        """
+        ref = device_ref(device)
+        adapter = adapter_for(ref.protocol)
+        outbound = adapter.encode_command(ref, action, command_id)
+
+        def result_of(payload: bytes) -> CommandResult | None:
+            decoded = adapter.decode(
+                outbound.reply_topic, payload, received_ms=now_ms(), key_map=ref.key_map
+            )
+            result = decoded.command_result
+            if result is None or (result.id is not None and result.id != outbound.correlation_id):
+                return None
+            return result
+
+        reply = await self.request(
+            outbound.topic,
+            outbound.payload,
+            outbound.reply_topic,
+            timeout_s=timeout_s,
+            device_id=ref.id,
+            match=lambda payload: result_of(payload) is not None,
+        )
+        result = result_of(reply)
+        assert result is not None  # the match above accepted it
+        return result
