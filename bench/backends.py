@@ -9,6 +9,7 @@ server) and drops it afterwards. Usage:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import uuid
 from collections.abc import Iterator
@@ -19,9 +20,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import query
-
-import ingest
+# The sibling scripts, imported by name (they are scripts, not a package).
+ingest = importlib.import_module("ingest")
+query = importlib.import_module("query")
 
 
 @contextmanager
