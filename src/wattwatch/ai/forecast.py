@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 HOURS_PER_WEEK = 168
 _QUANTILE_PARAMS: dict[str, object] = {
@@ -102,7 +103,7 @@ def _lag_features(y: np.ndarray, origins: np.ndarray, leads: np.ndarray, season:
 
 
 def _calendar(ts: pd.DatetimeIndex, hourly: bool) -> np.ndarray:
-    cols = [ts.dayofweek.to_numpy(float), (ts.dayofweek >= 5).astype(float)]
+    cols = [ts.day_of_week.to_numpy(float), (ts.day_of_week >= 5).astype(float)]
     if hourly:
         cols.append(ts.hour.to_numpy(float))
     return np.column_stack(cols)
@@ -143,10 +144,17 @@ class _DirectQuantileModel:
         ok &= np.isfinite(target)
         if ok.sum() < 10:
             raise ValueError("not enough history to train a forecast")
-        self.models = tuple(
+        # small data: one thread is as fast, and much faster on a busy shared machine
+        with threadpool_limits(limits=1, user_api="openmp"):
+            self.models = self._fit_quantiles(x[ok], target[ok])
+
+    def _fit_quantiles(
+        self, x: np.ndarray, target: np.ndarray
+    ) -> tuple[HistGradientBoostingRegressor, ...]:
+        return tuple(
             HistGradientBoostingRegressor(
                 loss="quantile", quantile=q, random_state=0, **_QUANTILE_PARAMS
-            ).fit(x[ok], target[ok])
+            ).fit(x, target)
             for q in self.quantiles
         )
 
@@ -154,7 +162,8 @@ class _DirectQuantileModel:
         self, y: np.ndarray, idx: pd.DatetimeIndex, origin: int, horizon: int
     ) -> np.ndarray:
         x, _ = self._rows(y, idx, np.array([origin]), horizon)
-        preds = np.column_stack([m.predict(x) for m in self.models])
+        with threadpool_limits(limits=1, user_api="openmp"):
+            preds = np.column_stack([m.predict(x) for m in self.models])
         preds = np.sort(preds, axis=1)  # quantiles must not cross
         return np.clip(preds, 0.0, None)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from wattwatch.ai.dataset import ON_THRESHOLDS_W
 from wattwatch.ai.nilm.features import FeatureSpec, minute_of_day, window_features
@@ -78,6 +79,9 @@ class NilmModel:
     hgb_params: dict[str, object] = field(default_factory=lambda: dict(DEFAULT_HGB))
     cv_folds: int = 3
     random_state: int = 0
+    # OpenMP threads for the trees; 1 keeps a busy shared machine responsive (and is what
+    # the timings in docs/ai.md use), None lets scikit-learn use every core
+    n_threads: int | None = 1
     heads: dict[str, ApplianceHead] = field(default_factory=dict)
 
     def features(self, aggregate_w: pd.Series) -> np.ndarray:
@@ -93,6 +97,10 @@ class NilmModel:
 
     def fit(self, aggregate_w: pd.Series, appliances_w: pd.DataFrame) -> NilmModel:
         """Train every head on the valid minutes (finite aggregate and label)."""
+        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+            return self._fit(aggregate_w, appliances_w)
+
+    def _fit(self, aggregate_w: pd.Series, appliances_w: pd.DataFrame) -> NilmModel:
         x_all = self.features(aggregate_w)
         agg_ok = np.isfinite(aggregate_w.to_numpy(dtype=float))
         self.heads = {}
@@ -156,6 +164,10 @@ class NilmModel:
         On minutes get at least the on threshold and off minutes stay below it, so thresholding
         the estimate gives back exactly the classifier's on/off decision.
         """
+        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+            return self._predict_power(aggregate_w)
+
+    def _predict_power(self, aggregate_w: pd.Series) -> pd.DataFrame:
         x = self.features(aggregate_w)
         agg = aggregate_w.to_numpy(dtype=float)
         ok = np.isfinite(agg)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from wattwatch.ai.nilm.model import NilmModel
 
@@ -91,7 +92,9 @@ class OnlineDisaggregator:
         row = series.iloc[pos : pos + 1]
         if not np.isfinite(row.iloc[0]):
             return None
-        power = self._predict_row(series, x, pos)
+        # one row at a time: thread start-up would cost more than the trees
+        with threadpool_limits(limits=1, user_api="openmp"):
+            power = self._predict_row(series, x, pos)
         self._latest = power
         return power
 

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wattwatch.ai.evaluate import main, run_evaluation
+
+
+def test_transfer_needs_train(nilm_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dataset", str(nilm_dir / "refit_house20"), "--protocol", "transfer"]) == 2
+    assert "--train" in capsys.readouterr().err
+
+
+def test_unknown_dataset_is_an_error(tmp_path: Path) -> None:
+    assert main(["--dataset", str(tmp_path)]) == 2
+    with pytest.raises(FileNotFoundError):
+        run_evaluation(tmp_path)
