@@ -258,6 +258,31 @@ def test_phone_layout_and_screenshots(
         ctx.close()
 
 
+UNLABELLED_CONTROLS_JS = """
+[...document.querySelectorAll('input:not([type=hidden]), select, button, a[href]')]
+  .filter(el => el.offsetParent !== null)
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                && !el.getAttribute('aria-labelledby') && !el.textContent.trim())
+  .map(el => el.outerHTML.slice(0, 80))
+"""
+
+
+def test_keyboard_and_labels(page: Any, server: ServerProcess, demo: Demo) -> None:
+    for path in (f"/devices/{demo.panel_id}", "/admin", "/overview", "/sites", "/reports"):
+        page.goto(server.url + path)
+        assert page.evaluate(UNLABELLED_CONTROLS_JS) == [], path
+    # The first Tab reaches the skip link; the history range is a radio group the arrow
+    # keys move through, and the chart follows.
+    page.goto(f"{server.url}/devices/{demo.panel_id}")
+    page.wait_for_selector("#history-chart[data-state=ready]")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.get_by_label("24 h", exact=True).focus()
+    page.keyboard.press("ArrowRight")
+    assert page.get_by_label("3 d", exact=True).is_checked()
+    sync_api.expect(page.locator("#history-chart")).to_have_attribute("data-interval", "1m")
+
+
 def test_viewer_sees_no_controls(browser: Any, server: ServerProcess, demo: Demo) -> None:
     ctx = browser.new_context(viewport=PHONE)
     page = ctx.new_page()
@@ -266,6 +291,10 @@ def test_viewer_sees_no_controls(browser: Any, server: ServerProcess, demo: Demo
     assert page.locator("#switch").count() == 0
     page.goto(server.url + "/admin")
     assert page.get_by_role("button", name="Add user").count() == 0
+    assert page.get_by_role("button", name="Register").count() == 0
+    assert page.get_by_role("link", name="Add device").count() == 0
+    page.goto(server.url + "/claim")
+    assert page.locator("#claim-form").count() == 0
     # The API refuses a state-changing call made with the cookie but without the CSRF header.
     status = page.evaluate(
         "fetch('/api/v1/sites', {method: 'POST', headers: {'Content-Type': 'application/json'},"

@@ -369,7 +369,6 @@ def test_stream_over_real_http_and_a_quick_stop_with_streams_open(server_factory
             assert srv.proc.wait(timeout=10) in (0, -signal.SIGTERM)
             stopped_s = time.monotonic() - started
             assert stopped_s < 5, f"stop took {stopped_s:.1f} s with a stream open"
-            assert "Waiting for connections" not in srv.read_output()
 
 
 @dataclass
