@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -265,19 +265,104 @@ def worker(
     client_id = worker_id or settings.mqtt_client_id or default_client_id("worker")
     with services(settings, lock=True) as ww:
         ww.enable_mqtt(client_id=client_id)
-        console.print(
-            f"wattwatch {__version__} worker {client_id}: {mqtt_banner(settings)} "
-            f"→ {settings.store_url().split('@')[-1]}"
-        )
-        sys.stdout.flush()
+
+        def started() -> None:
+            # Printed once the subscriptions are in place: from here nothing is missed.
+            console.print(
+                f"wattwatch {__version__} worker {client_id}: {mqtt_banner(settings)} "
+                f"→ {settings.store_url().split('@')[-1]}"
+            )
+            sys.stdout.flush()
+
         try:
-            asyncio.run(run_until_signal(ww))
+            asyncio.run(run_until_signal(ww, started))
         except WattwatchError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
 
 
-async def run_until_signal(ww: Wattwatch) -> None:
+broker_app = typer.Typer(help="MQTT broker configuration.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+
+
+@broker_app.command("export-acl")
+def broker_export_acl(
+    output_dir: Annotated[
+        Path, typer.Option(help="where acl, passwd (and tokens.csv) are written")
+    ] = Path("mosquitto"),
+    rotate_tokens: Annotated[
+        bool,
+        typer.Option(
+            help="issue new tokens for the exported devices and put them in the password "
+            "file; the tokens are written to tokens.csv once, for the devices"
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write a Mosquitto acl_file and password_file for the devices (docs/scale-out.md).
+
+    Device tokens are stored hashed, so only new tokens (--rotate-tokens) can go into the
+    password file; the service account (WATTWATCH_MQTT_SERVICE_PASSWORD) always does.
+    """
+    import csv
+    from datetime import UTC, datetime
+
+    from wattwatch.broker.acl_export import RULES, build_export
+
+    settings = settings_from(data_dir, database_url)
+    with services(settings) as ww:
+        devices = ww.store.registry.all_devices()
+        tokens: dict[str, str] = {}
+        if rotate_tokens:
+            for device in devices:
+                if device["protocol"] in RULES and device["org_id"] is not None:
+                    acting = Principal(0, device["org_id"], Role.OWNER, "cli")
+                    tokens[device["uid"]] = ww.registry.rotate_device_token(acting, device["id"])
+        password = settings.mqtt_service_password
+        export = build_export(
+            devices,
+            service_user=settings.mqtt_service_user,
+            service_password=password.get_secret_value() if password else None,
+            device_tokens=tokens,
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "acl").write_text(export.acl)
+    passwd = output_dir / "passwd"
+    passwd.write_text(export.passwd)
+    passwd.chmod(0o600)
+    if tokens:
+        with (output_dir / "tokens.csv").open("w", newline="") as out:
+            (output_dir / "tokens.csv").chmod(0o600)
+            writer = csv.writer(out)
+            writer.writerow(["uid", "token"])
+            writer.writerows(tokens.items())
+    record = {
+        "acl": str(output_dir / "acl"),
+        "passwd": str(passwd),
+        "tokens": str(output_dir / "tokens.csv") if tokens else None,
+        "devices": len(export.exported),
+        "skipped": [{"uid": uid, "why": why} for uid, why in export.skipped],
+        "service_account": settings.mqtt_service_user if password else None,
+    }
+    if as_json:
+        emit(record, True)
+        return
+    console.print(f"wrote {record['acl']} ({len(export.exported)} devices) and {passwd}")
+    if tokens:
+        console.print(f"new device tokens in {record['tokens']}: put them into the devices")
+    if not password:
+        err.print(
+            "[yellow]note:[/yellow] no WATTWATCH_MQTT_SERVICE_PASSWORD: add the worker account "
+            f"with mosquitto_passwd {passwd} {settings.mqtt_service_user}"
+        )
+    for uid, why in export.skipped:
+        err.print(f"  skipped {uid}: {why}")
+
+
+async def run_until_signal(ww: Wattwatch, started: Callable[[], None] | None = None) -> None:
     """Start the services, run until SIGTERM/SIGINT, stop them (in-flight messages commit)."""
     import signal
 
@@ -286,6 +371,8 @@ async def run_until_signal(ww: Wattwatch) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await ww.start()
+    if started is not None:
+        started()
     try:
         await stop.wait()
     finally:

@@ -272,6 +272,10 @@ class SqlRegistry:
             conn.execute(delete(devices).where(devices.c.id == device_id))
         self.forget_caches()
 
+    def all_devices(self) -> list[Record]:
+        """Every device of every organisation (broker configuration exports; not for users)."""
+        return self._read(select(devices).order_by(devices.c.id))
+
     # Columns the MQTT presence tracker may write (a deleted device's update changes nothing).
     STATUS_COLUMNS = frozenset({"online", "last_seen_ms", "status_changed_ms", "firmware"})
 
