@@ -348,6 +348,12 @@ def test_toggle_plug_shows_the_state_the_device_reported(
         sync_api.expect(page.locator("#switch-result")).to_have_text(
             "device reported off", timeout=15000
         )
+        # The audit trail shows both, newest first, with who sent them.
+        page.get_by_text("Recent commands").click()
+        log = page.locator("#command-log tbody tr")
+        sync_api.expect(log).to_have_count(2)
+        assert "off" in log.nth(0).inner_text() and "on" in log.nth(1).inner_text()
+        assert demo.email in log.nth(0).inner_text()
     finally:
         device.loop_stop()
         device.disconnect()

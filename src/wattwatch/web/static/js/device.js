@@ -229,6 +229,7 @@
       const r = await WW.api("POST", "/api/v1/devices/" + deviceId + "/commands", { action });
       sw.disabled = false;
       sw.removeAttribute("aria-busy");
+      loadCommands();
       if (r.ok && r.data && r.data.ok !== false && r.data.state !== undefined && r.data.state !== null) {
         showState(r.data.state, "device reported");
       } else if (r.ok && r.data && r.data.ok === false) {
@@ -239,6 +240,24 @@
         WW.text(swResult, "not switched: " + (r.error || "unknown error"));
       }
     });
+  }
+
+  // -- command audit trail ----------------------------------------------------------------
+  async function loadCommands() {
+    const table = document.getElementById("command-log");
+    if (!table) return;
+    const r = await WW.api("GET", "/api/v1/devices/" + deviceId + "/commands?limit=10");
+    if (!r.ok) return;
+    const rows = WW.listOf(r.data, "commands").slice(0, 10).map((c) => {
+      const tr = document.createElement("tr");
+      const when = c.requested_ms ? new Date(c.requested_ms).toLocaleString() : "–";
+      let outcome = c.status || (c.ok ? "ok" : "failed");
+      if (c.ok && c.state !== null && c.state !== undefined) outcome = "ok, now " + (Number(c.state) === 1 ? "on" : "off");
+      if (c.latency_ms !== null && c.latency_ms !== undefined) outcome += " (" + c.latency_ms + " ms)";
+      tr.append(WW.cell("td", when), WW.cell("td", c.action), WW.cell("td", outcome), WW.cell("td", c.actor || "–"));
+      return tr;
+    });
+    table.querySelector("tbody").replaceChildren(...rows);
   }
 
   // -- appliances and forecast (when the AI part is there) -------------------------------
@@ -300,6 +319,7 @@
   seedLive();
   loadAppliances();
   loadForecast();
+  loadCommands();
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
