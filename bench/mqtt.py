@@ -414,15 +414,22 @@ def bench_mosquitto(
                     )
                 )
             time.sleep(1.0)  # subscriptions in place
-            _, _, first = run_load("127.0.0.1", port, devices, messages, window, False)
-            deadline = time.monotonic() + 600
-            stored = 0
-            while time.monotonic() < deadline:
-                stored = count_readings(kw)
-                if stored >= total:
-                    break
-                time.sleep(0.05)
-            done = time.time()
+            from wattwatch.app import open_store
+            from wattwatch.config import Settings
+
+            store = open_store(Settings(**kw), lock=False)
+            try:
+                _, _, first = run_load("127.0.0.1", port, devices, messages, window, False)
+                deadline = time.monotonic() + 600
+                stored = 0
+                while time.monotonic() < deadline:
+                    stored = int(store.count_readings())
+                    if stored >= total:
+                        break
+                    time.sleep(0.02)
+                done = time.time()
+            finally:
+                store.close()
         assert stored == total, f"store has {stored} readings, expected {total}"
         backend = "SQLite" if dbname is None else "PostgreSQL"
         return Result(
@@ -455,7 +462,8 @@ def main() -> None:
     n, m = args.devices, args.messages
     print(
         f"{n:,} device connections × {m} single-reading QoS 1 messages = {n * m:,} messages, "
-        f"{args.window} in flight per connection; {os.cpu_count()} CPUs"
+        f"{args.window} in flight per connection; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the start (other processes share the CPUs)"
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -471,7 +479,7 @@ def main() -> None:
                 pg = None if w == 1 else args.pg_url
                 results.append(bench_mosquitto(n, m, args.window, w, tmp, pg))
                 print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
-    print()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     print(f"{'system':<58} {'messages':>9} {'seconds':>8} {'msg/s':>9}")
     for r in results:
         print(f"{r.name:<58} {r.messages:>9,} {r.seconds:>8.2f} {r.rate:>9,.0f}")

@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -182,7 +182,7 @@ def serve(
                     "without MQTT (--no-mqtt)."
                 )
                 raise typer.Exit(2)
-        mqtt = ww.enable_mqtt() if settings.mqtt_enabled else None
+        mqtt = ww.enable_mqtt(consume=settings.mqtt_consume) if settings.mqtt_enabled else None
         boot = ww.registry.bootstrap_owner()
         if boot is not None:
             console.print(
@@ -205,7 +205,18 @@ def serve(
         if mqtt is not None:
             console.print(f"  {mqtt_banner(settings)}")
         sys.stdout.flush()
-        asyncio.run(server.serve())
+        run_loop(server.serve())
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop when it is there (uvicorn[standard] installs it): the broker's
+    socket handling costs about half as much CPU as on the default event loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop has no Windows build
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def mqtt_banner(settings: Settings) -> str:
@@ -213,6 +224,8 @@ def mqtt_banner(settings: Settings) -> str:
         from wattwatch.broker.external import parse_broker_url
 
         host, port, *_ = parse_broker_url(settings.broker_url)
+        if not settings.mqtt_consume:
+            return f"MQTT: commands via mqtt://{host}:{port} (not consuming)"
         return f"MQTT: consuming mqtt://{host}:{port} ($share/{settings.mqtt_share_group}/…)"
     return f"MQTT on mqtt://{settings.mqtt_host}:{settings.mqtt_port} (embedded broker)"
 
@@ -275,7 +288,7 @@ def worker(
             sys.stdout.flush()
 
         try:
-            asyncio.run(run_until_signal(ww, started))
+            run_loop(run_until_signal(ww, started))
         except WattwatchError as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None

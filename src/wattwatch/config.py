@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # Unacknowledged messages an external broker may send a worker (they are committed in
     # one group commit; more in flight = bigger batches).
     mqtt_receive_maximum: int = Field(1000, ge=1, le=65535)
+    # serve --broker-url consumes like a worker; false for API replicas that only send commands.
+    mqtt_consume: bool = True
     # Ingest: how many readings may wait for the store before senders are slowed down.
     ingest_queue_readings: int = Field(200_000, ge=1000)
     ingest_batch_readings: int = Field(20_000, ge=1)

@@ -126,7 +126,11 @@ def test_malformed_payloads_are_counted_and_the_broker_carries_on(app: App) -> N
 
 
 def test_status_sets_presence_and_firmware(app: App) -> None:
-    _, token = app.device("meter-3")
+    device, token = app.device("meter-3")
+    presence = app.mqtt.ingest.presence
+    assert presence.on_change == app.ww.device_status  # offline alert rules, hooks, live view
+    told: list[tuple[int, int, bool, int]] = []
+    presence.on_change = lambda *args: told.append(args)
     client = connect(app.port, "meter-3", "meter-3", token)
     try:
         client.publish_acked("wattwatch/meter-3/status", b'{"online": true, "firmware": "1.2.0"}')
@@ -138,6 +142,11 @@ def test_status_sets_presence_and_firmware(app: App) -> None:
         assert app.record("meter-3")["online"] is False
     finally:
         client.close()
+        presence.on_change = app.ww.device_status
+    assert [(d, online) for d, _, online, _ in told] == [
+        (device["id"], True),
+        (device["id"], False),
+    ]
 
 
 def test_mqtt5_client_gets_reason_codes_and_retain_is_refused(app: App) -> None:

@@ -33,7 +33,7 @@ from wattwatch.config import Settings
 from wattwatch.domain import CommandResult, DeviceProtocol, DeviceRef, Rejection, now_ms
 from wattwatch.ingest.pipeline import IngestPipeline, normalise
 from wattwatch.ingest.stats import IngestStats
-from wattwatch.protocols import adapter_for, identify
+from wattwatch.protocols import adapter_for, identify, native
 from wattwatch.store.base import StoredRow
 from wattwatch.store.registry import SqlRegistry
 
@@ -384,9 +384,15 @@ class MqttIngest:
             return sender
         device, ref = sender
         received = message.received_ms
-        decoded = adapter_for(ref.protocol).decode(
-            message.topic, message.payload, received_ms=received, key_map=ref.key_map
-        )
+        if ref.protocol is DeviceProtocol.NATIVE and message.topic.endswith("/telemetry"):
+            # The topic was checked (ACL or lookup): skip parsing it again, the common case.
+            decoded = native.decode_telemetry(
+                message.payload, received_ms=received, key_map=ref.key_map
+            )
+        else:
+            decoded = adapter_for(ref.protocol).decode(
+                message.topic, message.payload, received_ms=received, key_map=ref.key_map
+            )
         self.presence.seen(device, received)
         outcome = Outcome.IGNORED
         if decoded.online is not None:
