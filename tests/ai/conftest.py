@@ -1,4 +1,4 @@
-"""Shared fixtures for the AI tests: the real NILM data folder (skipped when absent), synthetic series."""
+"""Shared fixtures for the AI tests: the real NILM data (skipped when absent), synthetic houses."""
 
 from __future__ import annotations
 

@@ -317,7 +317,8 @@ def detect_profile_deviation(series: pd.Series, cfg: ProfileConfig | None = None
                         magnitude=float(stats[i]),
                         explanation=(
                             f"used {stats[i]:.0f} W more than usual for this time of the week "
-                            f"over the {cfg.window_h} h to {_when(pd.Timestamp(idx[i]) + pd.Timedelta(hours=1))}"
+                            f"over the {cfg.window_h} h to "
+                            f"{_when(pd.Timestamp(idx[i]) + pd.Timedelta(hours=1))}"
                         ),
                     )
                 )
@@ -360,7 +361,7 @@ def inject_longer_cycles(
         a = int(idx.get_loc(s))
         b = int(idx.get_loc(e - pd.Timedelta(minutes=1))) + 1
         seg = orig[a:b]
-        m = int(round(seg.size * factor))
+        m = round(seg.size * factor)
         stretched = np.interp(np.linspace(0, seg.size - 1, m), np.arange(seg.size), seg)
         stop = min(a + m, new.size)
         new[a:stop] = np.maximum(new[a:stop], stretched[: stop - a])

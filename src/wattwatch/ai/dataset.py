@@ -1,4 +1,4 @@
-"""Loading the 1-minute NILM evaluation CSVs (Time, Aggregate, appliance columns) and splitting them."""
+"""Loading the 1-minute NILM evaluation CSVs (Time, Aggregate, appliances) and splitting them."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""Honest evaluation: NILM (wattwatch vs CO, FHMM, Mean) and day-ahead forecasting on a house folder.
+"""Honest evaluation on a house folder: NILM (wattwatch vs CO, FHMM, Mean) and day-ahead forecasts.
 
 Protocols:
   in-house  train on the first 14 valid days of DATASET, test on the rest;
   transfer  train on all of --train DIR, test on all of DATASET (its labels only score).
 On/off truth and predictions use the same thresholds (ON_THRESHOLDS_W), scored per valid
-minute. Run: ``python -m wattwatch.ai.evaluate --dataset DIR [--protocol transfer --train DIR] --json``.
+minute. Run:
+``python -m wattwatch.ai.evaluate --dataset DIR [--protocol transfer --train DIR] --json``.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def _table(report: dict[str, Any]) -> str:
     ]
     for r in report["results"]:
         lines.append(
-            f"{r['appliance']:15s} {r['method']:10s} {r['f1']:6.3f} {r['mae_w']:8.1f} {r['energy_error']:10.3f}"
+            f"{r['appliance']:15s} {r['method']:10s} {r['f1']:6.3f} {r['mae_w']:8.1f} "
+            f"{r['energy_error']:10.3f}"
         )
     fc = report["forecast"]
     lines.append(

@@ -165,7 +165,7 @@ class _DirectQuantileModel:
         with threadpool_limits(limits=1, user_api="openmp"):
             preds = np.column_stack([m.predict(x) for m in self.models])
         preds = np.sort(preds, axis=1)  # quantiles must not cross
-        return np.clip(preds, 0.0, None)
+        return np.asarray(np.clip(preds, 0.0, None), dtype=float)
 
 
 def _regular(series: pd.Series, freq: str) -> tuple[np.ndarray, pd.DatetimeIndex]:

@@ -1,4 +1,4 @@
-"""Unsupervised first pass: cluster paired on/off events into candidate appliances a user can name."""
+"""Unsupervised first pass: cluster paired on/off events into candidates a user can name."""
 
 from __future__ import annotations
 
@@ -94,14 +94,14 @@ class EventClusterer:
             hours = pd.DatetimeIndex(g["start"]).hour
             out.append(
                 CandidateAppliance(
-                    cluster_id=int(cid),  # type: ignore[call-overload]
+                    cluster_id=int(cid),
                     n_events=len(g),
                     power_w=float(g["power_w"].median()),
                     duration_min=float(g["duration_min"].median()),
                     energy_wh_per_run=float(g["energy_wh"].median()),
                     total_energy_wh=float(g["energy_wh"].sum()),
                     typical_hour=int(np.bincount(np.asarray(hours), minlength=24).argmax()),
-                    name=self.names.get(int(cid)),  # type: ignore[call-overload]
+                    name=self.names.get(int(cid)),
                 )
             )
         out.sort(key=lambda c: -c.total_energy_wh)

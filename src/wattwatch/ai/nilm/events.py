@@ -1,4 +1,4 @@
-"""Step-change event detection with adaptive thresholds, on/off event pairing and event signatures."""
+"""Step-change event detection with adaptive thresholds, on/off pairing and event signatures."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def adaptive_threshold(
         .to_numpy()
     )
     noise = np.nan_to_num(1.4826 * mad, nan=0.0)
-    return np.maximum(min_step_w, k * noise)
+    return np.asarray(np.maximum(min_step_w, k * noise), dtype=float)
 
 
 def detect_events(

@@ -23,7 +23,7 @@ def _valid(y_true: np.ndarray, y_pred: np.ndarray, valid: ArrayLike | None) -> n
     mask = np.isfinite(y_true) & np.isfinite(y_pred)
     if valid is not None:
         mask &= np.asarray(valid, dtype=bool)
-    return mask
+    return np.asarray(mask, dtype=bool)
 
 
 def f1_on_off(
