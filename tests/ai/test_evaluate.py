@@ -16,3 +16,5 @@ def test_unknown_dataset_is_an_error(tmp_path: Path) -> None:
     assert main(["--dataset", str(tmp_path)]) == 2
     with pytest.raises(FileNotFoundError):
         run_evaluation(tmp_path)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        run_evaluation(tmp_path, protocol="nope")

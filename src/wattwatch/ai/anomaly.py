@@ -182,7 +182,9 @@ def detect_cycle_drift(
     """An appliance's cycles getting longer (duty-cycle drift) or its on-power changing
     (signature drift).
 
-    The statistic is the median over the last ``group`` cycles. It must leave the range the
+    Duration: the statistic is the *shortest* of the last ``group`` cycles (a fault stretches
+    every cycle, while a user's occasional long programme stretches one); on-power: the
+    median over the last ``group`` cycles. Each must leave the range the
     same statistic covered over the previous ``reference_cycles`` cycles by ``margin`` and
     differ from the reference median by at least ``min_rel_change`` (duration) or
     ``power_rel_change`` (power). ``threshold_w`` should be an activity level (well below
@@ -196,7 +198,7 @@ def detect_cycle_drift(
         return findings
     dur = cyc["duration_min"].to_numpy(float)
     pw = cyc["power_w"].to_numpy(float)
-    roll_dur = pd.Series(dur).rolling(g).median().to_numpy()
+    roll_dur = pd.Series(dur).rolling(g).min().to_numpy()
     roll_pw = pd.Series(pw).rolling(g).median().to_numpy()
     active = {"cycle_duration_drift": False, "signature_drift": False}
     for i in range(cfg.min_reference_cycles + g - 1, len(cyc)):
@@ -223,8 +225,8 @@ def detect_cycle_drift(
                     g,
                     _severity(rise / cfg.min_rel_change),
                     rise,
-                    f"{name} cycles now run {roll_dur[i]:.0f} min, {100 * rise:.0f} % longer "
-                    f"than the usual {ref_dur:.0f} min,",
+                    f"{name} cycles now run at least {roll_dur[i]:.0f} min, "
+                    f"{100 * rise:.0f} % longer than the usual {ref_dur:.0f} min,",
                 )
             )
         elif roll_dur[i] <= ref_dur * (1 + 0.5 * cfg.min_rel_change):

@@ -2,7 +2,8 @@
 
 Protocols:
   in-house  train on the first 14 valid days of DATASET, test on the rest;
-  transfer  train on all of --train DIR, test on all of DATASET (its labels only score).
+  transfer  train on the first 14 valid days of --train DIR (``--train-days``, 0 = all of it),
+            test on all of DATASET (its labels only score).
 On/off truth and predictions use the same thresholds (ON_THRESHOLDS_W), scored per valid
 minute. Run:
 ``python -m wattwatch.ai.evaluate --dataset DIR [--protocol transfer --train DIR] --json``.
@@ -54,14 +55,21 @@ def _methods(extra_baselines: bool) -> dict[str, Disaggregator]:
     return methods
 
 
-def _split(dataset: Path, protocol: str, train: Path | None) -> tuple[NilmFrame, NilmFrame]:
+def _split(
+    dataset: Path, protocol: str, train: Path | None, train_days: int
+) -> tuple[NilmFrame, NilmFrame]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     frame = load_nilm_dir(dataset)
     if protocol == "in-house":
         return split_first_valid_days(frame, 14)
     if protocol == "transfer":
         if train is None:
             raise ValueError("protocol 'transfer' needs a training folder (--train)")
-        return load_nilm_dir(train), frame
+        source = load_nilm_dir(train)
+        if train_days > 0:
+            source = split_first_valid_days(source, train_days)[0]
+        return source, frame
     raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
@@ -70,6 +78,7 @@ def run_evaluation(
     protocol: str = "in-house",
     train: Path | None = None,
     *,
+    train_days: int = 14,
     extra_baselines: bool = False,
     timings: bool = False,
 ) -> dict[str, Any]:
@@ -80,7 +89,7 @@ def run_evaluation(
     also ``"timings_s"`` (fit and predict seconds per method, test days).
     """
     train_frame, test_frame = _split(
-        Path(dataset), protocol, None if train is None else Path(train)
+        Path(dataset), protocol, None if train is None else Path(train), train_days
     )
     valid = test_frame.valid
     results: list[dict[str, Any]] = []
@@ -148,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", type=Path, required=True, help="house folder of 1-minute CSVs")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="in-house")
     parser.add_argument("--train", type=Path, default=None, help="training house (transfer)")
+    parser.add_argument(
+        "--train-days", type=int, default=14, help="transfer: valid days of --train used (0 = all)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--extra-baselines", action="store_true", help="also CO/FHMM with the unmetered rest"
@@ -159,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset,
             args.protocol,
             args.train,
+            train_days=args.train_days,
             extra_baselines=args.extra_baselines,
             timings=args.timings,
         )
