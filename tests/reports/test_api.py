@@ -40,9 +40,9 @@ def test_site_report_formats(api: TestClient, month: Month) -> None:
     names = {row["name"] for row in csv.DictReader(io.StringIO(r.text))}
     assert "Fridge" in names
     r = api.get(url + "&format=html")
-    assert (
-        r.status_code == 200 and "<svg" in r.text and "inline" in r.headers["content-disposition"]
-    )
+    assert r.status_code == 200 and "<svg" in r.text
+    assert r.headers["content-disposition"].startswith("inline")
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
     r = api.get(url + "&format=pdf")
     assert r.status_code == 200 and r.content.startswith(b"%PDF")
     assert r.headers["content-type"] == "application/pdf"

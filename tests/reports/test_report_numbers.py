@@ -14,7 +14,9 @@ from tests.reports.simdata import SimDevice, load, local_ms, true_daily_wh
 
 from wattwatch.app import Wattwatch
 from wattwatch.config import Settings
+from wattwatch.domain import Role
 from wattwatch.errors import InvalidInput, NotFound
+from wattwatch.registry.service import Principal
 from wattwatch.reports.service import ReportService
 
 OCT = date(2026, 10, 1)
@@ -226,3 +228,55 @@ def test_a_missing_day_is_reported_not_zero(tmp_path: Path) -> None:
         assert spring["completeness"]["coverage"] == 1.0
     finally:
         ww.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_store_gives_the_same_report(tmp_path: Path) -> None:
+    """The PostgreSQL path (GROUP BY quarter hours) against SQLite's, on a DST week with a gap."""
+    from tests.pgdb import fresh_database
+
+    def week_report(settings: Settings) -> dict[str, Any]:
+        ww = Wattwatch.open(settings, lock=True)
+        try:
+            devices = [
+                SimDevice("Lights", 50, 600, counter=False, missing_days=[date(2026, 3, 25)]),
+                SimDevice("Boiler", 200, 1500, reset_at=0.5),
+            ]
+            owner, site = load(ww, devices, tz=TZ, start=date(2026, 3, 23), days=7, seed=3)
+            return reports(ww).build(
+                owner.org_id, site_id=site["id"], period="week", start=date(2026, 3, 23)
+            )
+        finally:
+            ww.close()
+
+    lite = week_report(Settings(data_dir=tmp_path / "lite"))
+    with fresh_database("ww_reports") as url:
+        pg = week_report(Settings(data_dir=tmp_path / "pg", database_url=url))
+    for key in ("summary", "completeness", "daily", "profile", "breakdown"):
+        assert pg[key] == lite[key], key
+    assert [d["hours"] for d in pg["daily"]][-1] == 23
+    assert pg["completeness"]["gaps"][0]["hours"] == 24
+
+
+def test_site_without_devices_and_a_month_in_progress(month: Month) -> None:
+    ww = month.ww
+    owner = Principal(0, ww.registry.db.create_org("Empty"), Role.OWNER, "e@x.es")
+    site = ww.registry.create_site(owner, "Empty", "America/New_York", {})
+    svc = reports(ww)
+    rep = svc.build(owner.org_id, site_id=site["id"], period="month", start=date(2026, 3, 1))
+    assert {d["status"] for d in rep["daily"]} == {"missing"}
+    assert rep["summary"]["energy_kwh"] == 0 and rep["summary"]["peak"] is None
+    assert [d["hours"] for d in rep["daily"]][7] == 23  # New York springs forward on 8 March
+    assert svc.render(rep, "html").content
+    # A period that has not ended: the days to come are "future", not missing.
+    fridge = next(d for d in month.devices if d.name == "Fridge")
+    now = local_ms(date(2026, 10, 20), TZ, 12)
+    later = ReportService(svc.store, svc.db, svc.reports, clock=lambda: now)
+    rep = later.build(month.owner.org_id, device_id=fridge.device_id, period="month")
+    assert rep["report"]["period"]["start"] == "2026-09-01"  # the last complete month
+    rep = later.build(month.owner.org_id, device_id=fridge.device_id, start=OCT)
+    status = [d["status"] for d in rep["daily"]]
+    assert status == ["complete"] * 19 + ["partial"] + ["future"] * 11
+    assert rep["daily"][19]["energy_kwh"] == pytest.approx(1.2, rel=0.01)  # half a day
+    assert rep["summary"]["energy_kwh"] == pytest.approx(19.5 * 2.4, rel=1e-3)
+    assert rep["completeness"]["coverage"] == 1.0

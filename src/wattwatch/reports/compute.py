@@ -182,7 +182,9 @@ def compute_report(inp: ReportInput) -> dict[str, Any]:
     cal = _slot_calendar(inp)
     n_slots = len(cal.ts)
     chans = inp.channels
-    energy = inp.energy_wh.reshape(len(chans), n_slots)
+    energy = inp.energy_wh.reshape(len(chans), n_slots).copy()
+    # The report covers the period up to now (a device clock running ahead is not news).
+    energy[:, ~cal.expected] = np.nan
     covered = ~np.isnan(energy)
     e0 = np.where(covered, energy, 0.0)
     # The slot after an uncovered one holds what a counter measured during the gap.
@@ -237,6 +239,7 @@ def compute_report(inp: ReportInput) -> dict[str, Any]:
     day_wh = np.bincount(cal.day, weights=site_slot_wh, minlength=n_days)
     day_cost = np.bincount(cal.day, weights=site_slot_wh * cal.price, minlength=n_days) / 1000
     day_expected = np.bincount(cal.day, weights=cal.expected.astype(float), minlength=n_days)
+    day_slots = np.bincount(cal.day, minlength=n_days)
     day_cov_slots = np.bincount(
         cal.day, weights=(covered[counted] & cal.expected).sum(axis=0), minlength=n_days
     )
@@ -245,14 +248,16 @@ def compute_report(inp: ReportInput) -> dict[str, Any]:
     day_bounds = [*cal.day_ms, period.to_ms]
     daily = []
     for d, day in enumerate(period.days):
-        cov = day_cov_slots[d] / (day_expected[d] * n_counted) if day_expected[d] else None
+        cov = None  # the day has not begun
+        if day_expected[d]:
+            cov = day_cov_slots[d] / (day_expected[d] * n_counted) if n_counted else 0.0
         status = (
             "future"
             if cov is None
             else "missing"
             if cov == 0
             else "partial"
-            if cov < 0.9995
+            if cov < 0.9995 or day_expected[d] < day_slots[d]  # or the day is still going on
             else "complete"
         )
         has = status in ("partial", "complete")
