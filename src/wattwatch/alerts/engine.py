@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from wattwatch.alerts.conditions import LocalDays
@@ -118,6 +119,8 @@ class _Loaded:
     timezones: dict[int, str]
     scope_devices: dict[int, list[DeviceInfo]]
     seeds: dict[int, tuple[int, float]]
+    devices: dict[int, DeviceInfo]
+    channels: dict[int, tuple[int, str, bool]]
 
 
 class AlertEngine:
@@ -142,6 +145,7 @@ class AlertEngine:
         self._clocked: list[RuleRuntime] = []
         self._index: dict[int, list[RuleRuntime]] = {}
         self._channels: dict[int, tuple[int, str, bool]] = {}
+        self._by_scope: dict[tuple[str, int], list[RuleRuntime]] = {}
         self._devices: dict[int, DeviceInfo] = {}
         self._watched: set[int] = set()
         self.last_seen: dict[int, int] = {}
@@ -246,7 +250,15 @@ class AlertEngine:
                     )
                 seeds[rec["id"]] = (start, total)
         open_alerts = self.store.open_alerts() if resume else []
-        return _Loaded(rules, open_alerts, timezones, scope_devices, seeds)
+        found, chans = self.store.device_directory(sorted({r["org_id"] for r in rules}))
+        directory = {
+            d["id"]: DeviceInfo(
+                d["id"], d["org_id"], d["site_id"], d["area_id"], d["name"], d["timezone"] or "UTC"
+            )
+            for d in found
+        }
+        channels = {c["id"]: (c["device_id"], c["name"], bool(c["submeter"])) for c in chans}
+        return _Loaded(rules, open_alerts, timezones, scope_devices, seeds, directory, channels)
 
     @staticmethod
     def _info(device: dict[str, Any], sites: dict[int, dict[str, Any]]) -> DeviceInfo:
@@ -291,6 +303,20 @@ class AlertEngine:
         ]
         # Devices are looked up again too: one may have moved to another site or area.
         self.forget_devices()
+        self._devices.update(loaded.devices)
+        self._channels.update(loaded.channels)
+        # Candidate rules by scope, so indexing a channel does not try every rule.
+        self._by_scope = {}
+        for rt in self._batch_rules:
+            r = rt.rule
+            scope = (
+                ("device", r.device_id)
+                if r.device_id is not None
+                else ("area", r.area_id)
+                if r.area_id is not None
+                else ("site", r.site_id)
+            )
+            self._by_scope.setdefault(scope, []).append(rt)  # type: ignore[arg-type]
         # Alerts of rules that are gone or disabled are closed: nothing would ever clear them.
         for key, alert in list(self.open.items()):
             if alert.rule_id not in runtimes:
@@ -334,20 +360,21 @@ class AlertEngine:
             self._device_alive(device_id, now)
         if not self._batch_rules or not batch.rows:
             return
-        groups: dict[int, list[StoredRow]] = {}
-        for row in batch.rows:
-            rows = groups.get(row[0])
-            if rows is None:
-                groups[row[0]] = [row]
-            else:
-                rows.append(row)
+        rows_in = batch.rows
+        channel_ids = set(map(_CHANNEL, rows_in))
+        groups: dict[int, list[StoredRow]]
+        if len(channel_ids) == 1:  # most batches: one channel, no copy
+            groups = {rows_in[0][0]: rows_in}
+        else:
+            groups = {ch: [] for ch in channel_ids}
+            for row in rows_in:
+                groups[row[0]].append(row)
         for ch, rows in groups.items():
             runtimes = self._index.get(ch)
             if runtimes is None:
                 runtimes = self._index_channel(ch, device_id)
             if not runtimes:
                 continue
-            rows.sort(key=_ts_of)
             dev = self._devices[device_id]
             cols = Columns(rows)
             name = self._channels[ch][1]
@@ -429,11 +456,13 @@ class AlertEngine:
             info = self._channels.get(ch, (device_id, f"#{ch}", False))
             self._channels[ch] = info
         dev = self._device(device_id)
-        found = (
-            []
-            if dev is None
-            else [rt for rt in self._batch_rules if rt.matches(dev, info[1], info[2])]
-        )
+        found: list[RuleRuntime] = []
+        if dev is not None:
+            for scope in (("device", dev.id), ("area", dev.area_id), ("site", dev.site_id)):
+                for rt in self._by_scope.get(scope, ()):  # type: ignore[arg-type]
+                    if rt.matches(dev, info[1], info[2]):
+                        found.append(rt)
+            found.sort(key=lambda rt: rt.id)
         self._index[ch] = found
         return found
 
@@ -631,8 +660,7 @@ class AlertEngine:
                     log.exception("checking for changed alert rules")
 
 
-def _ts_of(row: StoredRow) -> int:
-    return row[1]
+_CHANNEL = itemgetter(0)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -11,6 +11,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -88,13 +89,21 @@ def _ms(when: Any) -> int:
     return int(when.timestamp() * 1000)  # datetime, pandas.Timestamp
 
 
+_TS = itemgetter(1)
+
+
 class Columns:
     """One channel's rows of a batch, sorted by time, read out per metric on demand."""
 
-    __slots__ = ("_cache", "rows")
+    __slots__ = ("_cache", "rows", "ts")
 
     def __init__(self, rows: list[StoredRow]) -> None:
+        ts: list[int] = list(map(_TS, rows))
+        if ts != sorted(ts):  # almost always in order already: checked at C speed
+            rows = sorted(rows, key=_TS)
+            ts = list(map(_TS, rows))
         self.rows = rows
+        self.ts = ts
         self._cache: dict[str, tuple[list[int], list[float]]] = {}
 
     def get(self, metric: str) -> tuple[list[int], list[float]]:
@@ -105,12 +114,12 @@ class Columns:
         ts: list[int]
         vals: list[float]
         if i is not None:
-            raw: list[Any] = [r[i] for r in self.rows]
+            raw: list[Any] = list(map(itemgetter(i), self.rows))
             if None in raw:
                 pairs = [(r[1], r[i] / 1000) for r in self.rows if r[i] is not None]  # type: ignore[operator]
                 ts, vals = [p[0] for p in pairs], [p[1] for p in pairs]
             else:
-                ts, vals = [r[1] for r in self.rows], [v / 1000 for v in raw]
+                ts, vals = self.ts, [v / 1000 for v in raw]
         else:
             ts, vals = [], []
             for r in self.rows:
@@ -249,16 +258,25 @@ class LevelRuntime(RuleRuntime):
                 st.clearing_since = None
             return
         judge = self._predicates(dev)
+        step = st.step
         for i in range(start, len(ts)):
             t, v = ts[i], vals[i]
             bad, good = judge(t, v)
-            outcome = st.step(t, bad, good)
+            # Rows that cannot change the state skip the state machine (``last_ts`` is set
+            # below; a gap only matters while a duration is being timed).
+            if st.active:
+                if bad and st.was_bad:
+                    continue
+            elif not bad and st.pending_since is None:
+                continue
+            outcome = step(t, bad, good)
             if outcome == RAISE:
                 eng.raise_alert(self, key, dev, channel, t, v, self.message(dev, channel, v))
             elif outcome == UPDATE:
                 eng.update_alert(self, key, t, v)
             elif outcome == CLEAR:
                 eng.clear_alert(self, key, t, v)
+        st.last_ts = ts[-1]
 
     def message(self, dev: DeviceInfo, channel: str, v: float) -> str:
         r = self.rule
@@ -305,34 +323,47 @@ class SuddenChangeRuntime(RuleRuntime):
                 Debounce(int(r.for_s * 1000)), HourlyProfile(), LocalHour(dev.timezone)
             )
         deb, prof = st.debounce, st.profile
-        for t, v in zip(ts, vals, strict=True):
-            if deb.last_ts is not None and t <= deb.last_ts:
-                continue
-            if st.smooth_ts is None or t - st.smooth_ts > MAX_INTEGRATION_GAP_MS:
-                st.smooth = v
+        start = 0
+        if deb.last_ts is not None and ts and ts[0] <= deb.last_ts:
+            start = bisect_right(ts, deb.last_ts)  # already judged
+        # Locals: this loop runs once per reading.
+        smooth, smooth_ts, tau = st.smooth, st.smooth_ts, self.tau_ms
+        counts, means, hour_of = prof.n, prof.mean, st.hours.hour_of
+        last_dt, k = -1, 0.0
+        for i in range(start, len(ts)):
+            t, v = ts[i], vals[i]
+            if smooth_ts is None or t - smooth_ts > MAX_INTEGRATION_GAP_MS:
+                smooth = v
             else:
-                st.smooth += (1 - math.exp(-(t - st.smooth_ts) / self.tau_ms)) * (v - st.smooth)
-            st.smooth_ts = t
-            hour = st.hours.hour_of(t)
+                dt = t - smooth_ts
+                if dt != last_dt:  # readings usually come at a fixed interval
+                    last_dt, k = dt, 1 - math.exp(-dt / tau)
+                smooth += k * (v - smooth)
+            smooth_ts = t
+            hour = hour_of(t)
             bad = good = False
-            if prof.n[hour] >= r.min_samples:
-                off = abs(st.smooth - prof.mean[hour])
+            if counts[hour] >= r.min_samples:
+                off = abs(smooth - means[hour])
                 limit = max(r.factor * prof.spread(hour), r.min_delta)
                 bad, good = off > limit, off <= limit / 2
-            outcome = deb.step(t, bad, good)
-            if outcome == RAISE:
-                usual = prof.mean[hour]
-                msg = (
-                    f"{r.name}: {r.metric} {_fmt(st.smooth)} on {dev.name} ({channel}), "
-                    f"usually {_fmt(usual)} at this hour"
-                )
-                eng.raise_alert(self, key, dev, channel, t, v, msg, {"usual": usual})
-            elif outcome == UPDATE:
-                eng.update_alert(self, key, t, v)
-            elif outcome == CLEAR:
-                eng.clear_alert(self, key, t, v)
+            if deb.active or bad or deb.pending_since is not None:
+                outcome = deb.step(t, bad, good)
+                if outcome == RAISE:
+                    usual = means[hour]
+                    msg = (
+                        f"{r.name}: {r.metric} {_fmt(smooth)} on {dev.name} ({channel}), "
+                        f"usually {_fmt(usual)} at this hour"
+                    )
+                    eng.raise_alert(self, key, dev, channel, t, v, msg, {"usual": usual})
+                elif outcome == UPDATE:
+                    eng.update_alert(self, key, t, v)
+                elif outcome == CLEAR:
+                    eng.clear_alert(self, key, t, v)
             if not deb.active and deb.pending_since is None and not bad:
                 prof.learn(hour, v)  # learn only from normal times
+        st.smooth, st.smooth_ts = smooth, smooth_ts
+        if start < len(ts):
+            deb.last_ts = ts[-1]
 
 
 @dataclass(slots=True)

@@ -8,7 +8,6 @@ goes straight to the dead-letter list, where it can be inspected and replayed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -95,9 +94,11 @@ class Deliverer:
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 async with self._slots:
-                    await asyncio.wait_for(
-                        d.notifier.send(d.target, d.event, d.body), self.policy.timeout_s
-                    )
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # cancellation that coincides with the send failing (gh-86296), and stop()
+                    # would then wait out the whole retry schedule.
+                    async with asyncio.timeout(self.policy.timeout_s):
+                        await d.notifier.send(d.target, d.event, d.body)
             except TimeoutError:
                 error = f"no answer within {self.policy.timeout_s:g} s"
             except DeliveryError as exc:
@@ -174,13 +175,13 @@ class Deliverer:
         left = list(self._waiting.items())
         for task, _ in left:
             task.cancel()
-        for task, d in left:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if left:
+            await asyncio.wait([task for task, _ in left], timeout=grace_s)
+        for _, d in left:
             await self._bury(d, 0, "wattwatch stopped before it was delivered")
-        for task in list(self._tasks):  # dead letters still being written
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        writing = [t for t in self._tasks if t not in self._waiting]  # dead letters being written
+        if writing:
+            await asyncio.wait(writing, timeout=grace_s)
 
     async def idle(self) -> None:
         """Wait until nothing is in flight (tests, shutdown)."""

@@ -17,7 +17,9 @@ from wattwatch.store.schema import (
     alert_rules,
     alerts,
     areas,
+    channels,
     dead_letters,
+    devices,
     metadata,
     sites,
     webhooks,
@@ -61,6 +63,30 @@ class SqlAlertStore:
             .where(areas.c.id == area_id, sites.c.org_id == org_id)
         )
         return bool(rows)
+
+    def device_directory(self, org_ids: Sequence[int]) -> tuple[list[Record], list[Record]]:
+        """Devices (with their site's timezone) and channels of these organisations: what
+        the alert engine routes readings by, read in two queries instead of three per device."""
+        if not org_ids:
+            return [], []
+        found = self._read(
+            select(
+                devices.c.id,
+                devices.c.org_id,
+                devices.c.site_id,
+                devices.c.area_id,
+                devices.c.name,
+                sites.c.timezone,
+            )
+            .outerjoin(sites, sites.c.id == devices.c.site_id)
+            .where(devices.c.org_id.in_(list(org_ids)))
+        )
+        chans = self._read(
+            select(channels.c.id, channels.c.device_id, channels.c.name, channels.c.submeter)
+            .join(devices, devices.c.id == channels.c.device_id)
+            .where(devices.c.org_id.in_(list(org_ids)))
+        )
+        return found, chans
 
     # -- rules ----------------------------------------------------------------------------
     def create_rule(self, values: Record) -> int:
