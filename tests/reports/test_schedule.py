@@ -173,3 +173,39 @@ def test_schedule_validation_and_scope(month: Month) -> None:
     stranger = Principal(0, month.ww.registry.db.create_org("other"), Role.OWNER, "o@x.es")
     with pytest.raises(NotFound):
         sched.create(stranger, body)
+
+
+def test_two_schedulers_send_a_period_once(month: Month) -> None:
+    """Two processes running the schedules (serve + a worker): each period goes out once."""
+    clock = Clock(local_ms(date(2026, 10, 26), TZ, 7))
+    with smtp_server() as (inbox, port):
+        one, two = scheduler(month, clock, port), scheduler(month, clock, port)
+        record = one.create(
+            month.owner,
+            ScheduleCreate(site_id=month.site["id"], cron="0 8 * * 1", recipients=["x@y.es"]),
+        )
+        clock.now_ms = record["next_run_ms"]
+
+        async def both() -> list[list[dict[str, object]]]:
+            return list(await asyncio.gather(one.run_due(), two.run_due()))
+
+        results = asyncio.run(both())
+        assert sorted(len(r) for r in results) == [0, 1]
+        assert len(inbox.messages) == 1
+        [row] = one.store.list_deliveries(month.owner.org_id, record["id"])
+        assert (row["status"], row["attempts"]) == ("sent", 1)
+        # A claim left by a process that died is taken over once it is stale.
+        from wattwatch.store.schema import report_deliveries
+
+        with one.store.engine.begin() as conn:
+            conn.execute(
+                report_deliveries.update()
+                .where(report_deliveries.c.id == row["id"])
+                .values(status="sending")
+            )
+        assert asyncio.run(one.send_now(month.owner, record["id"])) is None  # fresh claim
+        clock.now_ms += 31 * 60_000
+        taken = asyncio.run(two.send_now(month.owner, record["id"]))
+        assert taken is not None and taken["status"] == "sent" and taken["attempts"] == 2
+        assert len(inbox.messages) == 2
+        one.delete(month.owner, record["id"])

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 _EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 MAX_RECIPIENTS = 20
 RETRY_DELAY_MS = 15 * 60_000
+# A "sending" claim older than this belongs to a process that died: take it over.
+CLAIM_STALE_MS = 30 * 60_000
 MAX_ATTEMPTS = 4
 # The loop looks at the schedules at least this often (new ones wake it at once).
 POLL_S = 60.0
@@ -186,34 +188,38 @@ class ReportScheduler:
         tz = scope.site["timezone"]
         fired_day = datetime.fromtimestamp(fired_ms / 1000, ZoneInfo(tz)).date()
         period = resolve_period(schedule["period"], tz, today=fired_day)
-        previous = self.store.delivery_for(schedule["id"], period.from_ms)
         next_run = next_fire_ms(schedule["cron"], tz, max(now, schedule["next_run_ms"]))
-        if previous is not None and (
-            previous["status"] == "sent" or previous["attempts"] >= MAX_ATTEMPTS
-        ):
+        recipients = list(schedule["recipients"])
+        link = self.link_for(scope, period)
+        claim = self.store.claim_delivery(
+            {
+                "schedule_id": schedule["id"],
+                "org_id": schedule["org_id"],
+                "period_start_ms": period.from_ms,
+                "period_end_ms": period.to_ms,
+                "recipients": recipients,
+                "link": link,
+            },
+            now_ms=now,
+            max_attempts=MAX_ATTEMPTS,
+            stale_ms=CLAIM_STALE_MS,
+        )
+        if claim is None:  # sent already, out of tries, or another process is sending it
             if reschedule:
                 self.store.update_schedule(schedule["id"], {"next_run_ms": next_run})
             return None
-        recipients = list(schedule["recipients"])
-        link = self.link_for(scope, period)
-        values: dict[str, Any] = {
-            "schedule_id": schedule["id"],
-            "org_id": schedule["org_id"],
-            "period_start_ms": period.from_ms,
-            "period_end_ms": period.to_ms,
-            "recipients": recipients,
-            "link": link,
-            "created_ms": now,
-        }
+        values: dict[str, Any] = {"recipients": recipients, "link": link}
         try:
             report, rendered = await asyncio.to_thread(
                 self._build, scope, period, schedule["format"]
             )
             msg = report_email(report, recipients, self.mailer.sender, link, rendered)
             refused = await self.mailer.send(msg)
-        except (DeliveryFailed, FormatUnavailable) as exc:
-            values.update(status="failed", error=str(exc), sent_ms=None)
-            attempts = (previous["attempts"] if previous else 0) + 1
+        except Exception as exc:
+            if not isinstance(exc, (DeliveryFailed, FormatUnavailable)):
+                log.exception("report schedule %s", schedule["id"])
+            values.update(status="failed", error=str(exc) or type(exc).__name__, sent_ms=None)
+            attempts = claim["attempts"] + 1
             retry = now + RETRY_DELAY_MS if attempts < MAX_ATTEMPTS else next_run
             if reschedule:
                 self.store.update_schedule(schedule["id"], {"next_run_ms": min(retry, next_run)})
@@ -228,8 +234,14 @@ class ReportScheduler:
             )
             if reschedule:
                 self.store.update_schedule(schedule["id"], {"next_run_ms": next_run})
-        delivery_id = self.store.record_delivery(values)
-        return {**values, "id": delivery_id}
+        self.store.finish_delivery(claim["id"], values)
+        return {
+            **claim,
+            **values,
+            "period_start_ms": period.from_ms,
+            "period_end_ms": period.to_ms,
+            "attempts": claim["attempts"] + 1,
+        }
 
     def _build(self, scope: Scope, period: Period, fmt: str) -> tuple[dict[str, Any], Any]:
         report = self.service.build_for(scope, period)

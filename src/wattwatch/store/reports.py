@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from wattwatch.errors import Conflict, NotFound
+from wattwatch.errors import NotFound
 from wattwatch.store.schema import (
     areas,
     channels,
@@ -224,26 +224,53 @@ class SqlReportStore:
         )
         return rows[0] if rows else None
 
-    def record_delivery(self, values: Record) -> int:
-        """Insert the delivery of (schedule, period), or update the one a failed try left."""
+    def claim_delivery(
+        self, values: Record, *, now_ms: int, max_attempts: int, stale_ms: int
+    ) -> Record | None:
+        """Take (schedule, period) for sending in this process; None if it is not ours to send.
+
+        It is ours when no row exists yet (the insert wins the unique constraint), when the
+        last try failed and tries are left, or when a "sending" claim is older than
+        ``stale_ms`` (its process died). Another process's fresh claim, or a sent report,
+        leaves it alone: a period is sent once however many schedulers run.
+        """
         existing = self.delivery_for(values["schedule_id"], values["period_start_ms"])
-        if existing is not None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(report_deliveries)
-                    .where(report_deliveries.c.id == existing["id"])
-                    .values(**values, attempts=existing["attempts"] + 1)
-                )
-            return int(existing["id"])
-        try:
-            with self.engine.begin() as conn:
-                return int(
-                    conn.execute(
-                        insert(report_deliveries).values(**values, attempts=1)
+        if existing is None:
+            try:
+                with self.engine.begin() as conn:
+                    new_id = conn.execute(
+                        insert(report_deliveries).values(
+                            **values, status="sending", attempts=0, created_ms=now_ms
+                        )
                     ).inserted_primary_key[0]  # type: ignore[index]
+            except IntegrityError:
+                return None
+            return {**values, "id": int(new_id), "attempts": 0}
+        retry = existing["status"] == "failed" and existing["attempts"] < max_attempts
+        stale = existing["status"] == "sending" and existing["created_ms"] < now_ms - stale_ms
+        if not (retry or stale):
+            return None
+        t = report_deliveries.c
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(report_deliveries)
+                .where(
+                    t.id == existing["id"],
+                    t.status == existing["status"],
+                    t.created_ms == existing["created_ms"],
                 )
-        except IntegrityError:
-            raise Conflict("this report was delivered concurrently") from None
+                .values(status="sending", created_ms=now_ms)
+            ).rowcount
+        return existing if taken == 1 else None
+
+    def finish_delivery(self, delivery_id: int, values: Record) -> None:
+        """Record how a claimed delivery went (status sent / failed); one more attempt."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(report_deliveries)
+                .where(report_deliveries.c.id == delivery_id)
+                .values(**values, attempts=report_deliveries.c.attempts + 1)
+            )
 
     def list_deliveries(
         self, org_id: int, schedule_id: int | None = None, limit: int = 100
