@@ -278,7 +278,7 @@ report_deliveries = Table(
     Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
     Column("period_start_ms", BigInteger, nullable=False),
     Column("period_end_ms", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),  # sent | failed
+    Column("status", String(16), nullable=False),  # sending | sent | failed
     Column("attempts", Integer, nullable=False),
     Column("recipients", JSON, nullable=False),
     Column("attachment", String(200), nullable=True),
