@@ -171,16 +171,15 @@ def build_reports(settings: Settings, store: SqlStore) -> tuple[ReportService, R
     """Period reports, and the scheduler that mails them (SMTP shared with alert emails)."""
     report_store = SqlReportStore(store.engine, store.read_engine)
     service = ReportService(store, store.registry, report_store)
-    host = getattr(settings, "smtp_host", None)
     smtp = None
-    if host:
+    if settings.smtp_host:
         smtp = SmtpSettings(
-            host,
-            getattr(settings, "smtp_port", 25),
-            getattr(settings, "smtp_from", "wattwatch@localhost"),
-            getattr(settings, "smtp_username", None),
-            getattr(settings, "smtp_password", None),
-            getattr(settings, "smtp_starttls", False),
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            settings.smtp_username,
+            settings.smtp_password,
+            settings.smtp_starttls,
         )
     link_base = f"http://{settings.http_host}:{settings.http_port}"
     scheduler = ReportScheduler(service, report_store, ReportMailer(smtp), link_base=link_base)
