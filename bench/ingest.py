@@ -121,9 +121,9 @@ def bare_copy(batches: list[list[dict[str, float | int]]], database_url: str) ->
         conn.execute("DROP SCHEMA IF EXISTS bench_bare CASCADE")
         conn.execute("CREATE SCHEMA bench_bare")
         conn.execute(
-            "CREATE TABLE bench_bare.readings (ch integer NOT NULL, ts bigint NOT NULL, "
-            "p bigint, e bigint, v bigint, a bigint, extra text, PRIMARY KEY (ch, ts)) "
-            "PARTITION BY RANGE (ts)"
+            "CREATE TABLE bench_bare.readings (ts bigint NOT NULL, e bigint, "
+            "ch integer NOT NULL, p integer, v integer, a integer, extra text, "
+            "PRIMARY KEY (ch, ts)) PARTITION BY RANGE (ts)"
         )
         conn.execute(
             f"CREATE TABLE bench_bare.readings_p PARTITION OF bench_bare.readings "
@@ -134,9 +134,12 @@ def bare_copy(batches: list[list[dict[str, float | int]]], database_url: str) ->
             with (
                 conn.transaction(),
                 conn.cursor() as cur,
-                cur.copy("COPY bench_bare.readings FROM STDIN (FORMAT BINARY)") as copy,
+                cur.copy(
+                    "COPY bench_bare.readings (ch, ts, p, e, v, a, extra) FROM STDIN "
+                    "(FORMAT BINARY)"
+                ) as copy,
             ):
-                copy.set_types(["int4", "int8", "int8", "int8", "int8", "int8", "text"])
+                copy.set_types(["int4", "int8", "int4", "int8", "int4", "int4", "text"])
                 for row in batch:
                     copy.write_row(row)
         elapsed = time.perf_counter() - started

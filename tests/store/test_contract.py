@@ -199,3 +199,18 @@ def test_retention_drops_raw_and_keeps_rollups(store: SqlStore) -> None:
     assert len(store.query_raw([ch], june, june + DAY, 10_000)) == 500
     later = series(ch, 10, start=june + 600 * 60_000, seed=3)
     assert store.write_readings(later) == []
+
+
+def test_extreme_plausible_values_round_trip(store: SqlStore) -> None:
+    """The edges of domain.METRICS fit the stored column types of every backend."""
+    (ch,) = make_device(store, channels=1)
+    rows = [
+        StoredRow(ch, T0, -1_000_000_000, 0, 0, -10_000_000, None),
+        StoredRow(ch, T0 + 1000, 1_000_000_000, 10**16, 1_000_000, 10_000_000, None),
+    ]
+    assert store.write_readings(rows) == []
+    got = store.query_raw([ch], T0, T0 + DAY, 10)
+    assert [(p["power_w"], p["energy_wh"], p["voltage_v"], p["current_a"]) for p in got] == [
+        (-1e6, 0.0, 0.0, -1e4),
+        (1e6, 1e13, 1000.0, 1e4),
+    ]

@@ -108,7 +108,8 @@ class SqlStore:
         """The write transaction rolled back: drop what a cache believed."""
 
     def _insert_readings(self, cur: Any, rows: list[StoredRow]) -> None:
-        cur.executemany(f"INSERT INTO readings VALUES ({', '.join([self.mark] * 7)})", rows)
+        marks = ", ".join([self.mark] * 7)
+        cur.executemany(f"INSERT INTO readings (ch, ts, p, e, v, a, extra) VALUES ({marks})", rows)
 
     def _upsert_rollups(self, cur: Any, table: str, rows: Iterable[rollups.RollupRow]) -> None:
         cur.executemany(upsert_sql(table, self.mark), list(rows))
