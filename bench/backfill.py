@@ -87,7 +87,7 @@ def main() -> None:
 
     t_end = (int(time.time() * 1000) // DAY_MS) * DAY_MS
     t0 = t_end - int(args.days * DAY_MS)
-    gen_rate, bare_rate = baselines(args.site_type, args.devices, args.seed, args.step, t0)
+    before = baselines(args.site_type, args.devices, args.seed, args.step, t0)
 
     tmp = Path(tempfile.mkdtemp(prefix="ww-bench-backfill-"))
     settings = Settings(data_dir=tmp, database_url=args.database_url)
@@ -122,14 +122,24 @@ def main() -> None:
         rate = report.readings_per_s
         print(f"readings:          {report.readings:,} ({report.duplicates} duplicates)")
         print(f"total time:        {report.seconds:,.1f} s  ({rate:,.0f} readings/s)")
-        print(f"  producing:       {report.produce_s:,.1f} s (generate + convert, own thread)")
+        print(f"  producing:       {report.produce_s:,.1f} s (generate + convert)")
         print(f"  store writes:    {report.write_s:,.1f} s")
         if size:
             print(
                 f"database:          {size / 1e9:.2f} GB ({size / report.readings:.0f} B/reading)"
             )
-        print(f"baseline generator alone:        {gen_rate:>10,.0f} readings/s")
-        print(f"baseline bare SQLite executemany: {bare_rate:>9,.0f} rows/s")
+        # Baselines before and after the run: on a shared machine the load changes meanwhile.
+        after = baselines(args.site_type, args.devices, args.seed, args.step, t0)
+        gen_rate = (before[0] + after[0]) / 2
+        bare_rate = (before[1] + after[1]) / 2
+        print(
+            f"baseline generator alone:         {gen_rate:>10,.0f} readings/s "
+            f"(before {before[0]:,.0f}, after {after[0]:,.0f})"
+        )
+        print(
+            f"baseline bare SQLite executemany: {bare_rate:>10,.0f} rows/s "
+            f"(before {before[1]:,.0f}, after {after[1]:,.0f})"
+        )
         print(f"ratio backfill / bare executemany: {rate / bare_rate:.2f}")
         print(
             f"load average (1 min) at the end:   {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"

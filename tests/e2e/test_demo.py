@@ -15,10 +15,7 @@ from typing import Any
 import httpx
 from tests.conftest import free_port
 
-from wattwatch.app import Wattwatch
-
 HOUR = 3_600_000
-HAS_BROKER = hasattr(Wattwatch, "enable_mqtt")
 
 
 class DemoProcess:
@@ -116,8 +113,7 @@ def test_demo_new_user_then_restart(tmp_path: Path) -> None:
     try:
         api = login(demo)
         assert f"dashboard: {demo.url}/" in demo.output()
-        if HAS_BROKER:  # devices speak MQTT in their own protocols; else all upload over HTTP
-            assert f"mqtt://127.0.0.1:{demo.mqtt_port}" in demo.output()
+        assert f"mqtt://127.0.0.1:{demo.mqtt_port}" in demo.output()
         sites = api.get("/api/v1/sites").json()
         assert sorted(s["name"] for s in sites) == ["Office (demo)", "Restaurant (demo)"]
         devices = api.get("/api/v1/devices").json()

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from tests.conftest import ServerProcess, free_port, login
 
-from wattwatch.app import Wattwatch
 from wattwatch.domain import DeviceKind, DeviceProtocol, DeviceRef
 from wattwatch.protocols import adapter_for
 from wattwatch.sim import Site, to_readings
@@ -25,7 +24,6 @@ from wattwatch.sim.schedules import SiteKind
 from wattwatch.sim.simulate import FleetSpec, simulate_remote
 
 HOUR = 3_600_000
-HAS_BROKER = hasattr(Wattwatch, "enable_mqtt")
 
 
 def energy_series(api: httpx.Client, device_id: int, t0: int, t1: int) -> dict[str, list[float]]:
@@ -60,6 +58,12 @@ def test_http_backfill_live_and_rerun(tmp_path: Path, server_factory: Any) -> No
 
     devices = api.get("/api/v1/devices").json()
     assert len(devices) == 3
+    paths = api.get("/openapi.json").json()["paths"]
+    if "patch" in paths.get("/api/v1/devices/{device_id}", {}):
+        # The CT monitor is the home's supply, the plugs sub-meters of it.
+        for dev in devices:
+            (ch,) = api.get(f"/api/v1/devices/{dev['id']}").json()["channels"]
+            assert ch["submeter"] == (dev["kind"] == "plug"), dev["uid"]
     t_end = int(time.time() * 1000) + 1000
     total = 0
     for dev in devices:
@@ -216,7 +220,6 @@ def _matches(topic: str, pattern: str) -> bool:
     return topic == pattern
 
 
-@pytest.mark.skipif(not HAS_BROKER, reason="serve has no MQTT broker yet")
 def test_mqtt_devices_into_wattwatch(tmp_path: Path, server_factory: Any) -> None:
     """Each protocol's devices connect to wattwatch's own broker with their credentials and
     their readings are stored (native/ThingsBoard with the devices' timestamps)."""

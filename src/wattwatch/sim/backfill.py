@@ -2,16 +2,15 @@
 
 Network uploads cost a JSON encode and decode per reading; a backfill into a store the
 process owns skips both. Columns from the generator become :class:`StoredRow` tuples (the
-store's integer units) in a few numpy passes, and a producer thread generates the next batch
-while the store writes the current one (SQLite releases the GIL while it steps, so the two
-overlap on two cores). Everything still goes through the store's one write path,
-``write_readings`` (dedupe on (channel, ts), incremental rollups), so a backfilled day is
-indistinguishable from an uploaded one, and writing the same history twice stores it once.
+store's integer units) in a few numpy passes. (A producer thread overlapping generation with
+the writes measured no faster on two cores: the two contend for the GIL.) Everything still
+goes through the store's one write path, ``write_readings`` (dedupe on (channel, ts),
+incremental rollups), so a backfilled day is indistinguishable from an uploaded one, and
+writing the same history twice stores it once.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -67,7 +66,7 @@ class BackfillReport:
     readings: int = 0  # rows offered to the store
     duplicates: int = 0  # of which the store had already
     seconds: float = 0.0
-    produce_s: float = 0.0  # generating and converting (producer thread)
+    produce_s: float = 0.0  # generating and converting
     write_s: float = 0.0  # inside the store's write_readings
     reached_ms: int = 0  # history is complete up to here
 
@@ -84,9 +83,6 @@ class BackfillReport:
             "produce_s": round(self.produce_s, 3),
             "write_s": round(self.write_s, 3),
         }
-
-
-_DONE = object()
 
 
 def backfill_store(
@@ -114,72 +110,37 @@ def backfill_store(
     if not pending:
         report.reached_ms = end_ms
         return report
-    start = min(d.next_ms for d in pending)
-    report.reached_ms = start
-    chunk_ms = max(60_000, int(chunk_s * 1000))
-    batches: queue.Queue[Any] = queue.Queue(maxsize=2)
-    halt = stop or threading.Event()
-    failed = threading.Event()
-
-    def produce() -> None:
-        try:
-            rows: list[StoredRow] = []
-            t = start
-            while t < end_ms and not halt.is_set() and not failed.is_set():
-                t_end = min(t + chunk_ms, end_ms)
-                t0 = time.perf_counter()
-                for dev in pending:
-                    if dev.next_ms >= t_end:
-                        continue
-                    cols = dev.take(t_end, step_s)
-                    if cols is not None:
-                        rows.extend(stored_rows(cols, dev.channel_ids))
-                report.produce_s += time.perf_counter() - t0
-                if len(rows) >= batch_rows or t_end >= end_ms:
-                    _put(batches, (rows, t_end), failed)
-                    rows = []
-                t = t_end
-            if rows:
-                _put(batches, (rows, t), failed)
-            _put(batches, _DONE, failed)
-        except BaseException as exc:  # handed to the writer, which raises it
-            _put(batches, exc, failed)
-
-    producer = threading.Thread(target=produce, name="sim-backfill", daemon=True)
     started = time.perf_counter()
-    producer.start()
-    try:
-        while True:
-            item = batches.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            rows, reached = item
-            for i in range(0, len(rows), batch_rows):
-                part = rows[i : i + batch_rows]
-                t0 = time.perf_counter()
-                report.duplicates += len(write(part))
-                report.write_s += time.perf_counter() - t0
-                report.readings += len(part)
-            report.reached_ms = reached
-            report.seconds = time.perf_counter() - started
-            if progress is not None:
-                progress(report)
-    except BaseException:
-        failed.set()
-        raise
-    finally:
-        producer.join(timeout=60)
+    chunk_ms = max(60_000, int(chunk_s * 1000))
+    t = min(d.next_ms for d in pending)
+    report.reached_ms = t
+    rows: list[StoredRow] = []
+
+    def flush(reached: int) -> None:
+        for i in range(0, len(rows), batch_rows):
+            part = rows[i : i + batch_rows]
+            t0 = time.perf_counter()
+            report.duplicates += len(write(part))
+            report.write_s += time.perf_counter() - t0
+            report.readings += len(part)
+        rows.clear()
+        report.reached_ms = reached
+        report.seconds = time.perf_counter() - started
+        if progress is not None:
+            progress(report)
+
+    while t < end_ms and not (stop is not None and stop.is_set()):
+        t_end = min(t + chunk_ms, end_ms)
+        t0 = time.perf_counter()
+        for dev in pending:
+            cols = dev.take(t_end, step_s)
+            if cols is not None:
+                rows.extend(stored_rows(cols, dev.channel_ids))
+        report.produce_s += time.perf_counter() - t0
+        if len(rows) >= batch_rows or t_end >= end_ms:
+            flush(t_end)
+        t = t_end
+    if rows:
+        flush(t)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _put(q: queue.Queue[Any], item: Any, failed: threading.Event) -> None:
-    """Put unless the consumer has given up (then the producer must not block forever)."""
-    while not failed.is_set():
-        try:
-            q.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            continue

@@ -167,6 +167,20 @@ def counts_toward_site(site: Site, spec: DeviceSpec, channel: str) -> bool:
     return False
 
 
+def channel_flags(dev: SimDevice) -> list[dict[str, Any]]:
+    """Each channel's ``submeter`` flag, and the appliance a plug's channel feeds."""
+    out = []
+    for ch in dev.spec.channels:
+        flags: dict[str, Any] = {
+            "name": ch.name,
+            "submeter": not counts_toward_site(dev.site, dev.spec, ch.name),
+        }
+        if dev.kind == DeviceKind.PLUG:
+            flags["appliance"] = ch.appliances[0]
+        out.append(flags)
+    return out
+
+
 # -- registrars ----------------------------------------------------------------------------------
 
 Fetch = Callable[[int, int, int, str], list[dict[str, Any]]]
@@ -218,13 +232,8 @@ class LocalRegistrar:
             )
             dev.device_id = int(record["id"])
             dev.token = secret
-            for ch in dev.spec.channels:
-                flags: dict[str, Any] = {
-                    "submeter": not counts_toward_site(dev.site, dev.spec, ch.name)
-                }
-                if dev.kind == DeviceKind.PLUG:
-                    flags["appliance"] = ch.appliances[0]
-                db.update_channel(dev.device_id, ch.name, flags)
+            for flags in channel_flags(dev):
+                db.update_channel(dev.device_id, flags.pop("name"), flags)
         else:
             if found["org_id"] != self.principal.org_id:
                 raise Conflict(f"device uid {dev.uid} belongs to another organisation")
@@ -257,6 +266,7 @@ class ApiRegistrar:
 
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
+        self._devices: dict[str, dict[str, Any]] | None = None  # uid -> record, listed once
 
     @classmethod
     def login(cls, url: str, email: str, password: str, *, timeout_s: float = 60.0) -> ApiRegistrar:
@@ -298,10 +308,10 @@ class ApiRegistrar:
         return int(self._call("POST", "/api/v1/sites", f"create site {name}", json=body)["id"])
 
     def ensure_device(self, dev: SimDevice, site_id: int, *, token: bool = True) -> bool:
-        found = None
-        for d in self._call("GET", "/api/v1/devices", "list devices"):
-            if d["uid"] == dev.uid:
-                found = d
+        if self._devices is None:
+            listed = self._call("GET", "/api/v1/devices", "list devices")
+            self._devices = {d["uid"]: d for d in listed}
+        found = self._devices.get(dev.uid)
         if found is None:
             body = {
                 "name": dev.spec.label,
@@ -315,14 +325,28 @@ class ApiRegistrar:
                 "identifiers": {"simulator": dev.site.name},
             }
             created = self._call("POST", "/api/v1/devices", f"create device {dev.uid}", json=body)
+            self._devices[dev.uid] = created["device"]
             dev.device_id = int(created["id"])
             dev.token = str(created["token"])
+            self._set_channel_flags(dev)
             return True
         dev.device_id = int(found["id"])
         if token:
             path = f"/api/v1/devices/{dev.device_id}/token"
             dev.token = str(self._call("POST", path, f"new token for {dev.uid}")["token"])
         return False
+
+    def _set_channel_flags(self, dev: SimDevice) -> None:
+        """Sub-meter flags and appliances; a server without ``PATCH /devices/{id}`` answers
+        404/405 and its site totals then count every channel."""
+        try:
+            r = self.client.patch(
+                f"/api/v1/devices/{dev.device_id}", json={"channels": channel_flags(dev)}
+            )
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"set channels of {dev.uid}: {exc}") from None
+        if r.status_code not in (404, 405):
+            check(r, f"set channels of {dev.uid}")
 
     def readings(
         self, device_id: int, from_ms: int, to_ms: int, interval: str

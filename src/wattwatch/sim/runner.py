@@ -724,7 +724,13 @@ class Runner:
             t0 = self.clock()
             elapsed = t0 - wall0
             sim_ms = min(int(start_ms + elapsed * self.speed * 1000), self._now_ms())
-            await self.tick(sim_ms)
+            ticking = asyncio.create_task(self.tick(sim_ms))
+            halted = asyncio.create_task(halt.wait())
+            await asyncio.wait({ticking, halted}, return_when=asyncio.FIRST_COMPLETED)
+            halted.cancel()
+            if not ticking.done():
+                self.http.closing = True  # stopping: finish what is in flight, retry nothing
+            await ticking
             if on_tick is not None:
                 on_tick(sim_ms, self.stats)
             if duration_s is not None and self.clock() - wall0 >= duration_s:

@@ -109,9 +109,10 @@ async def simulate_remote(
     devices = fleet.build()
     t_now = now_ms()
     start = t_now - int(backfill_days * DAY_MS)
-    if backfill_days <= 0 and speed > 1 and duration_s:
-        # Sped up from the past so that simulated time reaches the present as the run ends.
-        start = t_now - int(duration_s * (speed - 1) * 1000)
+    if backfill_days <= 0 and speed > 1:
+        # Sped up from the past: simulated time reaches the present as the run ends (or after
+        # a day of simulated time), then goes on at the wall clock (no readings from the future).
+        start = t_now - (int(duration_s * (speed - 1) * 1000) if duration_s else DAY_MS)
     provisioned = await asyncio.to_thread(provision, registrar, devices, start_ms=start, now=t_now)
     report = SimulateReport(provisioned)
     if say is not None:
