@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -114,11 +114,8 @@ AlertListener = Callable[[AlertEvent], None]
 
 @dataclass
 class _Loaded:
-    rules: list[dict[str, Any]]
+    runtimes: dict[int, RuleRuntime]
     open_alerts: list[dict[str, Any]]
-    timezones: dict[int, str]
-    scope_devices: dict[int, list[DeviceInfo]]
-    seeds: dict[int, tuple[int, float]]
     devices: dict[int, DeviceInfo]
     channels: dict[int, tuple[int, str, bool]]
 
@@ -145,7 +142,8 @@ class AlertEngine:
         self._clocked: list[RuleRuntime] = []
         self._index: dict[int, list[RuleRuntime]] = {}
         self._channels: dict[int, tuple[int, str, bool]] = {}
-        self._by_scope: dict[tuple[str, int], list[RuleRuntime]] = {}
+        self._by_scope: dict[tuple[str, int | None], list[RuleRuntime]] = {}
+        self._offline_scope: dict[tuple[str, int | None], list[RuleRuntime]] = {}
         self._devices: dict[int, DeviceInfo] = {}
         self._watched: set[int] = set()
         self.last_seen: dict[int, int] = {}
@@ -208,48 +206,11 @@ class AlertEngine:
             self._install(loaded, resume)
 
     def _load(self, resume: bool) -> _Loaded:
+        """Read the rules and the devices and channels they route by; build the runtimes of
+        rules new or changed since the last load (an offline rule's watch list, a budget's
+        energy so far today). Runs in a worker thread; ``_install`` puts it in place."""
         self._rules_version = self.store.rules_version()
         rules = self.store.enabled_rules()
-        timezones: dict[int, str] = {}
-        scope_devices: dict[int, list[DeviceInfo]] = {}
-        seeds: dict[int, tuple[int, float]] = {}
-        by_org: dict[int, list[dict[str, Any]]] = {}
-        sites: dict[int, dict[str, Any]] = {}
-        for rec in rules:
-            if rec["kind"] not in ("offline", "energy_budget"):
-                continue
-            org = rec["org_id"]
-            if org not in by_org:
-                by_org[org] = self.registry.list_devices(org)
-                for site in self.registry.list_sites(org):
-                    sites[site["id"]] = site
-            devices = [
-                self._info(d, sites)
-                for d in by_org[org]
-                if (rec["device_id"] is not None and d["id"] == rec["device_id"])
-                or (rec["area_id"] is not None and d["area_id"] == rec["area_id"])
-                or (rec["site_id"] is not None and d["site_id"] == rec["site_id"])
-            ]
-            scope_devices[rec["id"]] = devices
-            tz = sites[rec["site_id"]]["timezone"] if rec["site_id"] in sites else None
-            tz = tz or (devices[0].timezone if devices else "UTC")
-            timezones[rec["id"]] = tz
-            if rec["kind"] == "energy_budget" and self.readings is not None:
-                days = LocalDays(tz)
-                start, end = days.bounds(self.clock())
-                channel_ids = [
-                    c["id"]
-                    for dev in devices
-                    for c in self.registry.list_channels(dev.id)
-                    if rec["device_id"] is not None or not c["submeter"]
-                ]
-                total = 0.0
-                if channel_ids:
-                    total = float(
-                        sum(e for _, _, _, e in self.readings.daily_energy(channel_ids, start, end))
-                    )
-                seeds[rec["id"]] = (start, total)
-        open_alerts = self.store.open_alerts() if resume else []
         found, chans = self.store.device_directory(sorted({r["org_id"] for r in rules}))
         directory = {
             d["id"]: DeviceInfo(
@@ -258,7 +219,44 @@ class AlertEngine:
             for d in found
         }
         channels = {c["id"]: (c["device_id"], c["name"], bool(c["submeter"])) for c in chans}
-        return _Loaded(rules, open_alerts, timezones, scope_devices, seeds, directory, channels)
+        runtimes: dict[int, RuleRuntime] = {}
+        for rec in rules:
+            old = self.runtimes.get(rec["id"])
+            if old is not None and old.updated_ms == rec["updated_ms"]:
+                runtimes[rec["id"]] = old  # unchanged: keeps its state
+                continue
+            try:
+                rt = make_runtime(rec)
+            except ValueError:
+                log.exception("alert rule %s cannot be evaluated; skipped", rec["id"])
+                continue
+            runtimes[rec["id"]] = rt
+            if isinstance(rt, EnergyBudgetRuntime):
+                self._seed(rt, directory, channels)
+        open_alerts = self.store.open_alerts() if resume else []
+        return _Loaded(runtimes, open_alerts, directory, channels)
+
+    def _seed(
+        self,
+        rt: EnergyBudgetRuntime,
+        directory: dict[int, DeviceInfo],
+        channels: dict[int, tuple[int, str, bool]],
+    ) -> None:
+        """A budget rule starts from the energy already stored for today in its scope."""
+        ids = [
+            ch
+            for ch, (dev_id, name, submeter) in channels.items()
+            if dev_id in directory and rt.matches(directory[dev_id], name, submeter)
+        ]
+        tz = directory[channels[ids[0]][0]].timezone if ids else "UTC"
+        if rt.rule.site_id is not None and not ids:
+            tz = self.registry.get_site(rt.org_id, rt.rule.site_id)["timezone"]
+        rt.days = LocalDays(tz)
+        start, end = rt.days.bounds(self.clock())
+        total = 0.0
+        if ids and self.readings is not None:
+            total = float(sum(e for _, _, _, e in self.readings.daily_energy(ids, start, end)))
+        rt.seed(start, total)
 
     @staticmethod
     def _info(device: dict[str, Any], sites: dict[int, dict[str, Any]]) -> DeviceInfo:
@@ -274,24 +272,7 @@ class AlertEngine:
 
     def _install(self, loaded: _Loaded, resume: bool) -> None:
         now = self.clock()
-        runtimes: dict[int, RuleRuntime] = {}
-        for rec in loaded.rules:
-            old = self.runtimes.get(rec["id"])
-            if old is not None and old.updated_ms == rec["updated_ms"]:
-                runtimes[rec["id"]] = old
-                continue
-            try:
-                rt = make_runtime(rec, loaded.timezones.get(rec["id"], "UTC"))
-            except ValueError:
-                log.exception("alert rule %s cannot be evaluated; skipped", rec["id"])
-                continue
-            if isinstance(rt, EnergyBudgetRuntime) and rec["id"] in loaded.seeds:
-                rt.seed(*loaded.seeds[rec["id"]])
-            runtimes[rec["id"]] = rt
-        for rule_id, rt in runtimes.items():
-            if isinstance(rt, OfflineRuntime):
-                for dev in loaded.scope_devices.get(rule_id, []):
-                    rt.watch(dev, now)
+        runtimes = loaded.runtimes
         self.runtimes = runtimes
         self._batch_rules = [rt for rt in runtimes.values() if rt.from_batches]
         self._offline = [rt for rt in runtimes.values() if isinstance(rt, OfflineRuntime)]
@@ -306,17 +287,11 @@ class AlertEngine:
         self._devices.update(loaded.devices)
         self._channels.update(loaded.channels)
         # Candidate rules by scope, so indexing a channel does not try every rule.
-        self._by_scope = {}
-        for rt in self._batch_rules:
-            r = rt.rule
-            scope = (
-                ("device", r.device_id)
-                if r.device_id is not None
-                else ("area", r.area_id)
-                if r.area_id is not None
-                else ("site", r.site_id)
-            )
-            self._by_scope.setdefault(scope, []).append(rt)  # type: ignore[arg-type]
+        self._by_scope = _by_scope(self._batch_rules)
+        # Offline rules watch every device in scope, also those that never sent anything.
+        self._offline_scope = _by_scope(self._offline)
+        for dev in loaded.devices.values():
+            self._watch(dev, now)
         # Alerts of rules that are gone or disabled are closed: nothing would ever clear them.
         for key, alert in list(self.open.items()):
             if alert.rule_id not in runtimes:
@@ -390,11 +365,15 @@ class AlertEngine:
             self._watched.add(device_id)
             dev = self._device(device_id)
             if dev is not None:
-                for rt in self._offline:
-                    if rt.matches(dev, None):
-                        rt.watch(dev, now)
+                self._watch(dev, now)
         for rt in self._offline:
             rt.seen(self, device_id, now)
+
+    def _watch(self, dev: DeviceInfo, now: int) -> None:
+        """Put the device on the watch list of the offline rules whose scope holds it."""
+        for rt in _candidates(self._offline_scope, dev):
+            if isinstance(rt, OfflineRuntime) and rt.matches(dev, None):
+                rt.watch(dev, now)
 
     def device_status(self, device_id: int, online: bool, ts_ms: int | None = None) -> None:
         """A status message / LWT: offline starts the offline clock, online stops it.
@@ -458,10 +437,7 @@ class AlertEngine:
         dev = self._device(device_id)
         found: list[RuleRuntime] = []
         if dev is not None:
-            for scope in (("device", dev.id), ("area", dev.area_id), ("site", dev.site_id)):
-                for rt in self._by_scope.get(scope, ()):  # type: ignore[arg-type]
-                    if rt.matches(dev, info[1], info[2]):
-                        found.append(rt)
+            found = [rt for rt in _candidates(self._by_scope, dev) if rt.matches(dev, *info[1:])]
             found.sort(key=lambda rt: rt.id)
         self._index[ch] = found
         return found
@@ -661,6 +637,29 @@ class AlertEngine:
 
 
 _CHANNEL = itemgetter(0)
+
+
+def _candidates(
+    index: dict[tuple[str, int | None], list[RuleRuntime]], dev: DeviceInfo
+) -> Iterator[RuleRuntime]:
+    """Rules of ``index`` whose scope could hold ``dev`` (``matches`` has the last word)."""
+    for scope in (("device", dev.id), ("area", dev.area_id), ("site", dev.site_id)):
+        yield from index.get(scope, ())
+
+
+def _by_scope(runtimes: list[Any]) -> dict[tuple[str, int | None], list[RuleRuntime]]:
+    """Rules by what they watch: ("device", id), ("area", id) or ("site", id)."""
+    found: dict[tuple[str, int | None], list[RuleRuntime]] = {}
+    for rt in runtimes:
+        r = rt.rule
+        if r.device_id is not None:
+            scope = ("device", r.device_id)
+        elif r.area_id is not None:
+            scope = ("area", r.area_id)
+        else:
+            scope = ("site", r.site_id)
+        found.setdefault(scope, []).append(rt)
+    return found
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

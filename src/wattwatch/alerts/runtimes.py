@@ -392,6 +392,7 @@ class EnergyBudgetRuntime(RuleRuntime):
     KEY = "scope"
 
     def __init__(self, record: dict[str, Any], rule: Rule, timezone: str = "UTC") -> None:
+        # The engine sets ``days`` to the scope's timezone before the first reading.
         super().__init__(record, rule)
         assert isinstance(rule, EnergyBudgetRule)
         self.budget_mwh = rule.budget_wh * 1000
@@ -558,14 +559,14 @@ class AnomalyRuntime(RuleRuntime):
         return True
 
 
-def make_runtime(record: dict[str, Any], timezone: str = "UTC") -> RuleRuntime:
+def make_runtime(record: dict[str, Any]) -> RuleRuntime:
     rule = rule_from_record(record)
     if isinstance(rule, ThresholdRule | RangeRule | AfterHoursRule):
         return LevelRuntime(record, rule)
     if isinstance(rule, SuddenChangeRule):
         return SuddenChangeRuntime(record, rule)
     if isinstance(rule, EnergyBudgetRule):
-        return EnergyBudgetRuntime(record, rule, timezone)
+        return EnergyBudgetRuntime(record, rule)
     if isinstance(rule, OfflineRule):
         return OfflineRuntime(record, rule)
     return AnomalyRuntime(record, rule)
