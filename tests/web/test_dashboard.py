@@ -250,7 +250,8 @@ def test_admin_adds_users_and_devices_and_viewers_cannot(app_client: TestClient)
     )
     assert up.status_code == 200 and up.json()["accepted"] == 1
     r = app_client.post("/admin/devices", data={"name": "Forged", "csrf_token": "bad"})
-    assert r.status_code == 303  # no valid CSRF token: nothing done, back to login
+    assert r.status_code == 403 and "Forged" not in app_client.get("/admin").text
+    assert app_client.get("/overview").status_code == 200  # and the session lives on
 
     login_form(app_client, "viewer@example.com")
     token = csrf_of(app_client.get("/admin").text)

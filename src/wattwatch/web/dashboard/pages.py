@@ -55,6 +55,11 @@ def install_handlers(app: FastAPI) -> None:
             session.clear_session(response, request)
         return response
 
+    @app.exception_handler(CsrfFailed)
+    async def _csrf(request: Request, _: CsrfFailed) -> Response:
+        message = "This form was not sent from this session's page. Reload the page and try again."
+        return render(request, "error.html", _page_principal(request), 403, message=message)
+
 
 # -- rendering ------------------------------------------------------------------------------
 def _fmt_power(value: float | None) -> str:
@@ -121,10 +126,17 @@ def render(
     return response
 
 
+class CsrfFailed(Exception):
+    """A form came without this session's CSRF token: refused, and the session is kept (a
+    forged post must not even log the victim out)."""
+
+
 def _check_form_csrf(request: Request, given: str) -> None:
     token = session.session_token(request)
-    if token is None or not session.csrf_ok(token, given):
+    if token is None:
         raise LoginRequired(request.url.path)
+    if not session.csrf_ok(token, given):
+        raise CsrfFailed
 
 
 def _safe_next(value: str | None) -> str:
@@ -326,7 +338,7 @@ def admin_add_user(
         if role is Role.OWNER:
             caller.require(Role.OWNER)
         _ww(request).registry.add_user(email, password, role, caller.org_id)
-    except LoginRequired:
+    except (LoginRequired, CsrfFailed):
         raise
     except WattwatchError as exc:
         return _admin(request, caller, 403 if isinstance(exc, AuthError) else 422, error=str(exc))
@@ -352,7 +364,7 @@ def admin_add_device(
             kind=kind,
             protocol=protocol,
         )
-    except LoginRequired:
+    except (LoginRequired, CsrfFailed):
         raise
     except WattwatchError as exc:
         return _admin(request, caller, 403 if isinstance(exc, AuthError) else 422, error=str(exc))
@@ -371,7 +383,7 @@ def admin_rotate_token(
         ww = _ww(request)
         token = ww.registry.rotate_device_token(caller, device_id)
         device = ww.registry.get_device(caller, device_id)
-    except LoginRequired:
+    except (LoginRequired, CsrfFailed):
         raise
     except WattwatchError as exc:
         return _admin(request, caller, 403 if isinstance(exc, AuthError) else 404, error=str(exc))
