@@ -135,6 +135,17 @@ def run_evaluation(
     return out
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (e.g. the energy error of an appliance that used no energy) become null."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"protocol: {report['protocol']}",
@@ -179,13 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(
-            json.dumps(
-                report,
-                indent=2,
-                default=lambda v: None if isinstance(v, float) and np.isnan(v) else v,
-            )
-        )
+        print(json.dumps(_json_safe(report), indent=2, allow_nan=False))
     else:
         print(_table(report))
     return 0

@@ -27,8 +27,18 @@ class FeatureSpec:
 
     @property
     def context_min(self) -> int:
-        """Minutes of history a prediction needs to be fully informed."""
-        return max(self.lookback_min, self.base_window_min, max(self.stat_windows_min))
+        """Minutes of history a prediction needs to be fully informed.
+
+        A window statistic at t looks back up to its window, and each value in it is taken
+        relative to a base load that looks back ``base_window_min`` further.
+        """
+        return max(self.lookback_min, max(self.stat_windows_min)) + self.base_window_min + 1
+
+    @property
+    def future_min(self) -> int:
+        """Minutes after t that the features of t read: the lookahead plus one, because the
+        fall out of the last look-ahead minute (the change at t + lookahead + 1) is a feature."""
+        return self.lookahead_min + 1
 
 
 def _rolling(x: pd.Series, back: int, ahead: int) -> pd.core.window.rolling.Rolling:

@@ -28,16 +28,17 @@ class ApplianceStatus:
 class OnlineDisaggregator:
     """Streams readings (any rate) into 1-minute means and disaggregates each closed minute.
 
-    A model with ``spec.lookahead_min = L`` needs L minutes of future context, so the status it
-    reports describes the minute L minutes ago (``delay_min``); train the model with
-    ``FeatureSpec(lookahead_min=0)`` for an undelayed, causal answer.
+    A model with ``spec.lookahead_min = L`` reads L + 1 minutes after the minute it describes
+    (``spec.future_min``), so the status it reports is for the minute L + 1 minutes ago
+    (``delay_min``); a model trained with ``FeatureSpec(lookahead_min=0)`` answers for the
+    minute before the latest closed one.
     """
 
     def __init__(self, model: NilmModel) -> None:
         if not model.heads:
             raise ValueError("the model is not fitted")
         self.model = model
-        self.delay_min = model.spec.lookahead_min
+        self.delay_min = model.spec.future_min
         self._size = model.spec.context_min + self.delay_min + 2
         self._minutes: deque[tuple[int, float]] = deque(maxlen=self._size)
         self._bucket_ms: int | None = None
