@@ -25,7 +25,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def open_url(url: str, tmp_path: Path | None = None) -> SqlStore:
+def open_url(url: str) -> SqlStore:
+    """Open the store at ``url`` for writing (SQLite: its directory is made)."""
     if url.startswith("sqlite"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return open_store(Settings(database_url=url), lock=False)
