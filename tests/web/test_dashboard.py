@@ -398,3 +398,22 @@ def test_live_hub_takes_alert_events_from_other_threads() -> None:
                 assert b'"7":"int keys' in got.sse() and b"2026-01-01" in got.sse()
 
     asyncio.run(scenario())
+
+
+def test_sites_tree_groups_devices_by_area(app_client: TestClient, site_ww: Wattwatch) -> None:
+    create_area = getattr(site_ww.registry, "create_area", None)
+    if create_area is None:
+        pytest.skip("the registry has no areas yet")
+    org = site_ww.registry.db.first_org_id()
+    assert org is not None
+    owner = Principal(0, org, Role.OWNER, "t")
+    site = site_ww.registry.db.list_sites(org)[0]
+    kitchen = create_area(owner, site["id"], "Kitchen", "room", None)
+    kettle = next(d for d in site_ww.registry.db.list_devices(org) if d["name"] == "Kettle")
+    site_ww.registry.db.update_device(kettle["id"], {"area_id": kitchen["id"]})
+    login_form(app_client, "viewer@example.com")
+    page = app_client.get("/sites").text
+    area_at = page.index("Kitchen")
+    assert page.index("Office") < area_at < page.index(">Kettle<")
+    assert page.index(">Panel<") > page.index(">Kettle<")  # not in an area: after the areas
+    assert "Kitchen" in app_client.get(f"/devices/{kettle['id']}").text
