@@ -17,7 +17,7 @@ from tests.store.test_contract import DAY, T0, make_device, series
 from typer.testing import CliRunner
 
 from wattwatch.cli import app
-from wattwatch.export import create_analyst_role, create_device_view
+from wattwatch.export import create_analyst_role, create_device_view, create_site_view
 from wattwatch.store.base import StoredRow
 from wattwatch.store.sqlstore import SqlStore
 
@@ -59,6 +59,11 @@ def test_wide_view_reads_into_pandas(
         assert df.loc[0, "c0_e"] == first.energy_mwh / 1000  # type: ignore[operator]
         assert df.loc[0, "c0_v"] == 230.0
         assert df["c1_p"].isna().sum() == 10  # c1 sent 40 of the 50 timestamps
+        device = store.registry.list_devices(1)[0]
+        site_view = create_site_view(store, 1, device["site_id"])
+        with store.read_engine.connect() as conn:
+            cols = list(conn.exec_driver_sql(f"SELECT * FROM {site_view} LIMIT 1").keys())
+        assert cols == ["ts", *(f"d{dev}_c{i}_{m}" for i in (0, 1) for m in "vape")]
     finally:
         store.close()
 
