@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -202,15 +203,37 @@ class Result:
     name: str
     messages: int
     seconds: float
-    note: str = ""
+    cpu_s: float = 0.0  # CPU time of the system under test (broker, workers) meanwhile
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
 
+    @property
+    def per_cpu_s(self) -> float:
+        """Messages per CPU-second: what one idle core would do, whatever else runs."""
+        return self.messages / self.cpu_s if self.cpu_s else 0.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all their threads), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
 
 def run_load(
-    host: str, port: int, devices: list[Device], messages: int, window: int, subscriber: bool
+    host: str,
+    port: int,
+    devices: list[Device],
+    messages: int,
+    window: int,
+    subscriber: bool,
+    pids: list[int] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, float]:
     ctx = mp.get_context("spawn")
     ready, go, sub_ready = ctx.Event(), ctx.Event(), ctx.Event()
@@ -229,6 +252,8 @@ def run_load(
     gen.start()
     if not ready.wait(300):
         raise RuntimeError(f"publishers did not connect: {results.get(timeout=5)}")
+    if pids is not None:
+        pids.append(-int(cpu_seconds(pids) * 1000))  # CPU ms at the start, read by the caller
     go.set()
     out = results.get(timeout=600)
     if "error" in out:
@@ -278,15 +303,20 @@ def bench_embedded(n: int, messages: int, window: int, tmp: Path) -> Result:
     devices = make_devices(kw, n, "emb-")
     srv = ServerProcess(data)
     srv.start()
+    assert srv.proc is not None
+    pids = [srv.proc.pid]
     try:
-        out, _, first = run_load("127.0.0.1", srv.mqtt_port, devices, messages, window, False)
+        out, _, first = run_load("127.0.0.1", srv.mqtt_port, devices, messages, window, False, pids)
+        cpu = cpu_seconds(pids[:1]) + pids[1] / 1000
     finally:
         srv.stop()
     stored = count_readings(kw)
     total = n * messages
     assert out["acked"] == total, out
     assert stored == total, f"store has {stored} readings, expected {total}"
-    return Result("wattwatch embedded broker (publish → committed)", total, out["last_ack"] - first)
+    return Result(
+        "wattwatch embedded broker (publish → committed)", total, out["last_ack"] - first, cpu
+    )
 
 
 _AMQTT_SCRIPT = textwrap.dedent(
@@ -313,13 +343,15 @@ _AMQTT_SCRIPT = textwrap.dedent(
 def process(cmd: list[str], ready_line: str | None = None, **kw: Any) -> Iterator[Any]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     try:
+        assert proc.stdout is not None
         if ready_line is not None:
-            assert proc.stdout is not None
             for line in proc.stdout:
                 if ready_line in line:
                     break
             else:
                 raise RuntimeError(f"{cmd[0]} exited before it was ready")
+        # Keep reading its output: a full pipe would stop the process mid-benchmark.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -342,13 +374,16 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 def bench_bare_amqtt(n: int, messages: int, window: int) -> Result:
     port = free_port()
     devices: list[Device] = [(f"bare-{i}", None, None) for i in range(n)]
-    with process([sys.executable, "-c", _AMQTT_SCRIPT % port], "ready"):
-        _, sub, first = run_load("127.0.0.1", port, devices, messages, window, True)
+    with process([sys.executable, "-c", _AMQTT_SCRIPT % port], "ready") as broker:
+        pids = [broker.pid]
+        _, sub, first = run_load("127.0.0.1", port, devices, messages, window, True, pids)
+        cpu = cpu_seconds(pids[:1]) + pids[1] / 1000
     assert sub is not None
     return Result(
         "bare amqtt routing (publisher → plain subscriber)",
         sub["received"],
         sub["last"] - first,
+        cpu,
     )
 
 
@@ -391,10 +426,10 @@ def bench_mosquitto(
         total = n * messages
         env = {**os.environ, "WATTWATCH_LOG_LEVEL": "warning"}
         with contextlib.ExitStack() as stack:
-            stack.enter_context(process([mosq, "-c", str(conf)]))
+            pids = [stack.enter_context(process([mosq, "-c", str(conf)])).pid]
             wait_port(port)
             for w in range(workers):
-                stack.enter_context(
+                worker = stack.enter_context(
                     process(
                         [
                             sys.executable,
@@ -413,13 +448,14 @@ def bench_mosquitto(
                         env=env,
                     )
                 )
+                pids.append(worker.pid)
             time.sleep(1.0)  # subscriptions in place
             from wattwatch.app import open_store
             from wattwatch.config import Settings
 
             store = open_store(Settings(**kw), lock=False)
             try:
-                _, _, first = run_load("127.0.0.1", port, devices, messages, window, False)
+                _, _, first = run_load("127.0.0.1", port, devices, messages, window, False, pids)
                 deadline = time.monotonic() + 600
                 stored = 0
                 while time.monotonic() < deadline:
@@ -428,6 +464,7 @@ def bench_mosquitto(
                         break
                     time.sleep(0.02)
                 done = time.time()
+                cpu = cpu_seconds(pids[:-1]) + pids[-1] / 1000
             finally:
                 store.close()
         assert stored == total, f"store has {stored} readings, expected {total}"
@@ -436,6 +473,7 @@ def bench_mosquitto(
             f"Mosquitto + {workers} worker{'s' if workers > 1 else ''} ({backend}, → committed)",
             total,
             done - first,
+            cpu,
         )
     finally:
         if dbname is not None:
@@ -480,14 +518,23 @@ def main() -> None:
                 results.append(bench_mosquitto(n, m, args.window, w, tmp, pg))
                 print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
-    print(f"{'system':<58} {'messages':>9} {'seconds':>8} {'msg/s':>9}")
+    print(
+        f"{'system':<58} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'CPU s':>7} {'msg/CPU-s':>10}"
+    )
     for r in results:
-        print(f"{r.name:<58} {r.messages:>9,} {r.seconds:>8.2f} {r.rate:>9,.0f}")
+        print(
+            f"{r.name:<58} {r.messages:>9,} {r.seconds:>8.2f} {r.rate:>9,.0f} {r.cpu_s:>7.1f} "
+            f"{r.per_cpu_s:>10,.0f}"
+        )
+    print("(CPU s: broker / server / worker and Mosquitto processes, all threads, meanwhile)")
     by_name = {r.name.split(" (")[0]: r for r in results}
     emb = by_name.get("wattwatch embedded broker")
     bare = by_name.get("bare amqtt routing")
     if emb and bare:
-        print(f"\nembedded ingest / bare amqtt routing: {emb.rate / bare.rate:.2f}×")
+        print(
+            f"\nembedded ingest / bare amqtt routing: {emb.rate / bare.rate:.2f}× by wall "
+            f"clock, {emb.per_cpu_s / bare.per_cpu_s:.2f}× per CPU-second"
+        )
 
 
 if __name__ == "__main__":

@@ -190,6 +190,9 @@ class _RecordingSink:
     async def room(self) -> None:
         pass
 
+    def warm(self, identity: Identity) -> None:
+        pass
+
     def connected(self, identity: Identity) -> None:
         pass
 

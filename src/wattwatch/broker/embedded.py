@@ -344,6 +344,10 @@ class WattwatchBroker(Broker):  # type: ignore[misc]
             await self._refuse(writer, connect, peer, verdict)
             return
         identity = verdict
+        try:
+            await asyncio.to_thread(self.sink.warm, identity)
+        except Exception:  # only an optimisation: the first message loads what it needs
+            log.exception("mqtt %s: could not preload device data", peer)
         refusal, client_id, assigned = self._admit_client_id(connect, identity)
         if refusal is not None:
             await self._refuse(writer, connect, peer, refusal)

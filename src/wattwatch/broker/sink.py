@@ -70,6 +70,11 @@ class MessageSink(Protocol):
         """Wait until the sink is no longer saturated."""
         ...
 
+    def warm(self, identity: Identity) -> None:
+        """Blocking, run in a worker thread at CONNECT: load what the device's messages will
+        need (its channels), so the first one does no registry query on the event loop."""
+        ...
+
     def connected(self, identity: Identity) -> None:
         """A device's first connection opened (embedded broker)."""
         ...

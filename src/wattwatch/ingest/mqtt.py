@@ -284,6 +284,7 @@ class MqttIngest:
         self.pipeline = pipeline
         self.stats = stats
         self.presence = presence
+        self.registry = registry
         self.devices = DeviceCache(registry)
         self.batcher = CommitBatcher(pipeline)
         self.transport: Transport | None = None  # for answering device-side RPC
@@ -299,6 +300,13 @@ class MqttIngest:
             # The labelled child, looked up once: labels() per message shows in profiles.
             counter = self._counters[outcome] = self.stats.messages.labels("mqtt", outcome.value)
         counter.inc()
+
+    def warm(self, identity: Identity) -> None:
+        if identity.device is None:
+            return
+        device_id = identity.device["id"]
+        for name in self.registry.channel_ids_of(device_id):
+            self.registry.resolve_channel(device_id, name)  # fills the registry's cache
 
     def connected(self, identity: Identity) -> None:
         if identity.device is not None:

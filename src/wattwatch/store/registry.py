@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from wattwatch.domain import now_ms
@@ -284,12 +284,24 @@ class SqlRegistry:
 
         Unlike ``update_device`` this keeps the channel caches: it runs every few seconds.
         """
+        # One executemany per set of columns: a thousand devices coming online is one
+        # statement, not a thousand.
+        groups: dict[tuple[str, ...], list[Record]] = {}
+        for device_id, values in updates:
+            unknown = set(values) - self.STATUS_COLUMNS
+            if unknown:
+                raise ValueError(f"not status columns: {sorted(unknown)}")
+            groups.setdefault(tuple(sorted(values)), []).append({"_id": device_id, **values})
+        if not groups:
+            return
         with self.engine.begin() as conn:
-            for device_id, values in updates:
-                unknown = set(values) - self.STATUS_COLUMNS
-                if unknown:
-                    raise ValueError(f"not status columns: {sorted(unknown)}")
-                conn.execute(update(devices).where(devices.c.id == device_id).values(**values))
+            for columns, params in groups.items():
+                stmt = (
+                    update(devices)
+                    .where(devices.c.id == bindparam("_id"))
+                    .values({c: bindparam(c) for c in columns})
+                )
+                conn.execute(stmt, params)
 
     def site_channels(self, org_id: int, site_id: int) -> list[Record]:
         """Channels of the site's devices that count toward its totals (not sub-meters)."""
