@@ -22,6 +22,7 @@ import logging
 import socket
 import threading
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -126,6 +127,7 @@ class ExternalBroker:
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._reply_topics: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._unsettled = 0  # messages handed to the sink, not yet acknowledged or given up
         self._stopping = False
 
     def describe(self) -> str:
@@ -163,6 +165,9 @@ class ExternalBroker:
     async def stop(self) -> None:
         """Finish the messages in hand (commit, acknowledge), then disconnect."""
         self._stopping = True
+        deadline = time.monotonic() + 30
+        while self._unsettled and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self._shutdown_client()
@@ -280,7 +285,6 @@ class ExternalBroker:
     def _drain_inbox(self) -> None:
         with self._wake_lock:
             self._wake_pending = False
-        loop = asyncio.get_running_loop()
         received_ms = int(time.time() * 1000)
         inbox = self._inbox
         while inbox:
@@ -292,33 +296,38 @@ class ExternalBroker:
                 self.replies.offer(message.topic, bytes(message.payload), None)
             if _INGEST_SUB in ids and self.sink is not None:
                 self.received += 1
-                self._track(loop.create_task(self._consume(message, received_ms)))
+                self._unsettled += 1
+                self._submit(message, received_ms, 0)
             elif message.qos:
                 self._client.ack(message.mid, message.qos)
 
-    async def _consume(self, message: paho.MQTTMessage, received_ms: int) -> None:
+    def _submit(self, message: paho.MQTTMessage, received_ms: int, attempt: int) -> None:
         assert self.sink is not None
         inbound = Inbound(message.topic, bytes(message.payload), message.qos, received_ms)
-        for delay in (*_RETRY_DELAYS_S, None):
-            try:
-                outcome = await self.sink.handle(inbound)
-            except Exception as exc:
-                if delay is None:
-                    self.sink.count(Outcome.ERROR)
-                    log.error(
-                        "message on %r still not processed (%r): not acknowledged; the broker "
-                        "delivers it again after a reconnect",
-                        message.topic,
-                        exc,
-                    )
-                    self._drop_connection()
-                    return
-                log.warning("message on %r not processed (%r); retrying", message.topic, exc)
-                await asyncio.sleep(delay)
-            else:
-                if outcome.acknowledged and message.qos:
-                    self._client.ack(message.mid, message.qos)
+        self.sink.submit(inbound, partial(self._settled, message, received_ms, attempt))
+
+    def _settled(
+        self, message: paho.MQTTMessage, received_ms: int, attempt: int, outcome: Outcome
+    ) -> None:
+        """The sink is done with a message: acknowledge it, or try again, or give up."""
+        if outcome is Outcome.ERROR:
+            if attempt < len(_RETRY_DELAYS_S):
+                log.warning("message on %r not processed; retrying", message.topic)
+                asyncio.get_running_loop().call_later(
+                    _RETRY_DELAYS_S[attempt], self._submit, message, received_ms, attempt + 1
+                )
                 return
+            log.error(
+                "message on %r still not processed: not acknowledged; the broker delivers it "
+                "again after the reconnect",
+                message.topic,
+            )
+            self._unsettled -= 1
+            self._drop_connection()
+            return
+        self._unsettled -= 1
+        if message.qos:
+            self._client.ack(message.mid, message.qos)
 
     def _drop_connection(self) -> None:
         """Make paho's thread see a lost connection: it reconnects and the broker resends."""

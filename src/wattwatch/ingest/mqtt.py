@@ -62,6 +62,12 @@ class DeviceCache:
         self.miss_ttl_s = miss_ttl_s
         self._cache: dict[tuple[DeviceProtocol, str], tuple[float, Device | None]] = {}
 
+    def put(self, device: Device) -> None:
+        protocol = DeviceProtocol(device["protocol"])
+        address = device["uid"] if protocol is DeviceProtocol.NATIVE else device["topic"]
+        if device["org_id"] is not None:
+            self._cache[(protocol, address)] = (time.monotonic() + self.ttl_s, device)
+
     def lookup(self, protocol: DeviceProtocol, address: str) -> Device | None:
         key = (protocol, address)
         now = time.monotonic()
@@ -301,6 +307,16 @@ class MqttIngest:
             counter = self._counters[outcome] = self.stats.messages.labels("mqtt", outcome.value)
         counter.inc()
 
+    def preload(self, limit: int = 100_000) -> int:
+        """Blocking (a worker thread): look up every device and its channels ahead of its
+        first message — what an external-broker worker does at start. Returns how many."""
+        devices = self.registry.all_devices()[:limit]
+        for device in devices:
+            self.devices.put(device)
+            for name in self.registry.channel_ids_of(device["id"]):
+                self.registry.resolve_channel(device["id"], name)
+        return len(devices)
+
     def warm(self, identity: Identity) -> None:
         if identity.device is None:
             return
@@ -492,6 +508,7 @@ class MqttService:
         self.transport = transport
         self.ingest = ingest
         ingest.transport = transport
+        self._preload: asyncio.Task[int] | None = None
 
     @classmethod
     def from_settings(
@@ -560,8 +577,15 @@ class MqttService:
     async def start(self) -> None:
         await self.ingest.presence.start()
         await self.transport.start()
+        if isinstance(self.transport, ExternalBroker) and self.transport.sink is not None:
+            # Messages name devices by topic: find them all now, in a thread, rather than
+            # one registry query on the event loop per device's first message.
+            self._preload = asyncio.create_task(asyncio.to_thread(self.ingest.preload))
 
     async def stop(self) -> None:
+        if self._preload is not None:
+            with contextlib.suppress(Exception):
+                await self._preload
         await self.transport.stop()
         await self.ingest.drain()
         await self.ingest.presence.stop()
