@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -55,7 +56,8 @@ async def upload(request: Request, ww: Services, token: DeviceToken) -> dict[str
     readings are committed. Re-sending a batch is harmless: what is stored is counted as
     duplicates.
     """
-    device = ww.registry.device_for_token(token)
+    # The token lookup is a database read: keep it off the event loop that serves everyone.
+    device = await asyncio.to_thread(ww.registry.device_for_token, token)
     body = await read_body(request, ww.settings.max_body_bytes)
     content_type = request.headers.get("content-type")
     try:
