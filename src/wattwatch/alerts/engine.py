@@ -36,6 +36,8 @@ from wattwatch.store.alerts import SqlAlertStore
 from wattwatch.store.base import ReadingStore, StoredRow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from wattwatch.ingest.pipeline import CommittedBatch
     from wattwatch.store.registry import SqlRegistry
 
@@ -552,19 +554,29 @@ class AlertEngine:
             self._wake.clear()
             while self._outbox:
                 self._busy = True
-                op, alert = self._outbox.popleft()
+                # Everything queued goes in one transaction: the SQLite write lock is shared
+                # with ingest, so a burst of transitions must not take it once each.
+                ops = [self._outbox.popleft() for _ in range(min(len(self._outbox), 1000))]
                 try:
-                    event = await asyncio.to_thread(self._persist, op, alert)
+                    events = await asyncio.to_thread(self._persist_all, ops)
                 except Exception:
-                    log.exception("storing alert transition %s of rule %s", op, alert.rule_id)
-                    event = None
+                    log.exception("storing %d alert transitions", len(ops))
+                    for op, alert in ops:  # rolled back: those ids do not exist
+                        if op == "raised":
+                            alert.alert_id = None
+                    events = []
                 finally:
                     self._busy = bool(self._outbox)
-                if event is not None:
+                for event in events:
                     self.emit(event)
             self._busy = False
 
-    def _persist(self, op: str, alert: OpenAlert) -> AlertEvent | None:
+    def _persist_all(self, ops: list[tuple[str, OpenAlert]]) -> list[AlertEvent]:
+        with self.store.transaction() as conn:
+            events = [self._persist(op, alert, conn) for op, alert in ops]
+        return [e for e in events if e is not None]
+
+    def _persist(self, op: str, alert: OpenAlert, conn: Connection) -> AlertEvent | None:
         rt = self.runtimes.get(alert.rule_id)
         notify = rt.notify if rt is not None else []
         if not alert.rule_name and rt is not None:
@@ -588,6 +600,7 @@ class AlertEngine:
                     "updated_ms": alert.updated_ms,
                 },
                 {"ts_ms": alert.raised_ms, "action": "raised", "details": {"value": alert.value}},
+                conn,
             )
         elif alert.alert_id is None:
             return None  # its insert failed; nothing to update
@@ -601,6 +614,7 @@ class AlertEngine:
                     "updated_ms": alert.updated_ms,
                 },
                 {"ts_ms": alert.updated_ms, "action": "updated", "details": {"value": alert.value}},
+                conn,
             )
         else:
             self.store.update_alert(
@@ -613,6 +627,7 @@ class AlertEngine:
                     "cleared_ms": alert.cleared_ms,
                 },
                 {"ts_ms": alert.cleared_ms, "action": "cleared", "details": {"value": alert.value}},
+                conn,
             )
         return AlertEvent(
             f"alert.{op}", alert.org_id, alert.updated_ms, alert.record(), list(notify)

@@ -391,12 +391,11 @@ class EnergyBudgetRuntime(RuleRuntime):
 
     KEY = "scope"
 
-    def __init__(self, record: dict[str, Any], rule: Rule, timezone: str = "UTC") -> None:
-        # The engine sets ``days`` to the scope's timezone before the first reading.
+    def __init__(self, record: dict[str, Any], rule: Rule) -> None:
         super().__init__(record, rule)
         assert isinstance(rule, EnergyBudgetRule)
         self.budget_mwh = rule.budget_wh * 1000
-        self.days = LocalDays(timezone)
+        self.days = LocalDays("UTC")  # the engine sets the scope's timezone when seeding
         self.state = _Budget()
 
     def matches(self, dev: DeviceInfo, channel: str | None, submeter: bool = False) -> bool:

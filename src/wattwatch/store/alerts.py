@@ -6,10 +6,11 @@ user can reach takes the caller's ``org_id``, so another organisation's record i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from wattwatch.errors import NotFound
 from wattwatch.store.schema import (
@@ -139,17 +140,37 @@ class SqlAlertStore:
         )
 
     # -- alerts ---------------------------------------------------------------------------
-    def insert_alert(self, values: Record, history: Record) -> int:
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction for many alert changes (pass it as ``conn``)."""
         with self.engine.begin() as conn:
-            alert_id = int(conn.execute(insert(alerts).values(**values)).inserted_primary_key[0])  # type: ignore[index]
-            conn.execute(insert(alert_history).values(alert_id=alert_id, **history))
+            yield conn
+
+    def insert_alert(self, values: Record, history: Record, conn: Connection | None = None) -> int:
+        with self._writing(conn) as c:
+            alert_id = int(c.execute(insert(alerts).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+            c.execute(insert(alert_history).values(alert_id=alert_id, **history))
         return alert_id
 
-    def update_alert(self, alert_id: int, values: Record, history: Record | None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
+    def update_alert(
+        self,
+        alert_id: int,
+        values: Record,
+        history: Record | None,
+        conn: Connection | None = None,
+    ) -> None:
+        with self._writing(conn) as c:
+            c.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
             if history is not None:
-                conn.execute(insert(alert_history).values(alert_id=alert_id, **history))
+                c.execute(insert(alert_history).values(alert_id=alert_id, **history))
+
+    @contextmanager
+    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as own:
+                yield own
 
     def list_alerts(
         self,
