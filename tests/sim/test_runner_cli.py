@@ -60,3 +60,17 @@ def test_simulate_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         app, ["simulate", "--url", "http://127.0.0.1:9", "--email", "a@b.c", "--password", "x"]
     )
     assert r.exit_code == 1 and "cannot reach" in r.output
+
+
+def test_ports_fall_back_to_free_ones() -> None:
+    import socket
+
+    from wattwatch.sim.runner import free_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        other = free_port("127.0.0.1", taken)
+        assert other != taken and other > 0
+    assert free_port("127.0.0.1", other) == other  # free again: the preferred port is kept

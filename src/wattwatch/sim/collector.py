@@ -149,7 +149,12 @@ class UploadReport:
 
 
 class Collector:
-    """Pulls logs from devices in range and uploads them when online (the phone app)."""
+    """Pulls logs from devices in range and uploads them when online (the phone app).
+
+    Each device's spool is bounded by ``spool_max_bytes`` (a phone's storage is not endless):
+    beyond it the oldest records are dropped even if unconfirmed, like the device's own log;
+    the device usually still has them, and a later pull does not fetch them again.
+    """
 
     def __init__(
         self,

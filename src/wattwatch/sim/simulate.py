@@ -32,6 +32,7 @@ from wattwatch.sim.provision import (
 from wattwatch.sim.runner import HttpSender, MqttSender, Runner, RunStats
 from wattwatch.sim.schedules import SiteKind
 from wattwatch.sim.site import Site
+from wattwatch.store.registry import MAX_CHANNELS_PER_DEVICE
 
 if TYPE_CHECKING:
     from wattwatch.app import Wattwatch
@@ -53,21 +54,31 @@ class FleetSpec:
     name: str | None = None  # site name prefix (default sim-<kind>-<seed>); uids derive from it
 
     def build(self) -> list[SimDevice]:
+        """The devices, over ``sites`` sites or more: a site grows a circuit per few devices,
+        and a panel meter has at most ``MAX_CHANNELS_PER_DEVICE`` channels."""
         if self.sites < 1 or self.devices < self.sites:
             raise ConfigError("need at least one device per site (--devices >= --sites)")
+        n_sites = self.sites
+        while True:
+            sites = self._sites(n_sites)
+            widest = max(len(d.channels) for s in sites for d in s.devices.values())
+            if widest <= MAX_CHANNELS_PER_DEVICE or n_sites >= self.devices:
+                return plan_devices(sites, self.protocol)
+            n_sites += 1
+
+    def _sites(self, n_sites: int) -> list[Site]:
         prefix = self.name or f"sim-{self.kind.value}-{self.seed}"
-        per, extra = divmod(self.devices, self.sites)
-        sites = [
+        per, extra = divmod(self.devices, n_sites)
+        return [
             Site(
                 self.kind,
                 per + (i < extra),
                 self.seed + i,
                 self.timezone,
-                name=prefix if self.sites == 1 else f"{prefix}-{i + 1}",
+                name=prefix if n_sites == 1 else f"{prefix}-{i + 1}",
             )
-            for i in range(self.sites)
+            for i in range(n_sites)
         ]
-        return plan_devices(sites, self.protocol)
 
 
 @dataclass
