@@ -929,5 +929,39 @@ def plugins(as_json: AsJson = False) -> None:
 register_sim_commands(app)  # demo, simulate
 
 
+ai_app = typer.Typer(
+    help="Appliance detection, forecasting and anomaly models.", no_args_is_help=True
+)
+app.add_typer(ai_app, name="ai")
+
+
+@ai_app.command("evaluate")
+def ai_evaluate(
+    dataset: Annotated[Path, typer.Option(help="folder of 1-minute house CSVs (NILM format)")],
+    protocol: Annotated[str, typer.Option(help="in-house or transfer")] = "in-house",
+    train: Annotated[Path | None, typer.Option(help="training house (transfer)")] = None,
+    train_days: Annotated[int, typer.Option(help="valid days to train on; 0 = all")] = 14,
+    extra_baselines: Annotated[bool, typer.Option(help="also CO/FHMM with a rest model")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Score wattwatch NILM against Mean, CO and FHMM, and the day-ahead forecast, on a house."""
+    try:
+        from wattwatch.ai.evaluate import run_evaluation
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] the AI extra is missing ({exc}); pip install 'wattwatch[ml]'")
+        raise typer.Exit(2) from None
+    if protocol not in ("in-house", "transfer") or (protocol == "transfer" and train is None):
+        err.print("[red]error:[/red] --protocol is in-house, or transfer with --train DIR")
+        raise typer.Exit(2)
+    result = run_evaluation(
+        dataset, protocol, train, train_days=train_days, extra_baselines=extra_baselines
+    )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    emit(result["results"], False, f"NILM on {dataset.name} ({protocol})")
+    console.print(f"forecast MASE: {result['forecast']}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
