@@ -7,9 +7,9 @@ device, each keeping ``--window`` messages in flight):
    publish ``wattwatch/<uid>/telemetry``; the broker acknowledges a message only after its
    reading is committed, so first PUBLISH → last PUBACK is publish → committed. The store is
    counted afterwards.
-2. bare amqtt routing: a stock ``amqtt.broker.Broker`` (anonymous, on uvloop like serve), the
-   same publishers, one plain QoS 1 subscriber on ``wattwatch/+/telemetry``: first PUBLISH →
-   last message received by the subscriber.
+2. bare routing of the brokers: a stock ``amqtt.broker.Broker`` (anonymous, on uvloop like
+   serve), and Mosquitto; the same publishers, one plain QoS 1 subscriber on
+   ``wattwatch/+/telemetry``: first PUBLISH → last message received by the subscriber.
 3. Mosquitto + W ``wattwatch worker`` processes (shared subscription, manual ack after
    commit): a private Mosquitto on a free port (the tuned configuration of docs/scale-out.md),
    first PUBLISH → the store holds every reading. One worker uses SQLite (it owns the data
@@ -387,6 +387,26 @@ def bench_bare_amqtt(n: int, messages: int, window: int) -> Result:
     )
 
 
+def bench_bare_mosquitto(n: int, messages: int, window: int, tmp: Path) -> Result:
+    mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp / f"mosquitto-bare-{port}.conf"
+    mosquitto_conf(port, conf)
+    devices: list[Device] = [(f"mbare-{i}", None, None) for i in range(n)]
+    with process([mosq, "-c", str(conf)]) as broker:
+        wait_port(port)
+        pids = [broker.pid]
+        _, sub, first = run_load("127.0.0.1", port, devices, messages, window, True, pids)
+        cpu = cpu_seconds(pids[:1]) + pids[1] / 1000
+    assert sub is not None
+    return Result(
+        "bare Mosquitto routing (publisher → plain subscriber)",
+        sub["received"],
+        sub["last"] - first,
+        cpu,
+    )
+
+
 def mosquitto_conf(port: int, path: Path) -> None:
     path.write_text(
         textwrap.dedent(
@@ -513,6 +533,8 @@ def main() -> None:
             results.append(bench_bare_amqtt(n, m, args.window))
             print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
         if "mosquitto" not in args.skip:
+            results.append(bench_bare_mosquitto(n, m, args.window, tmp))
+            print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
             for w in args.workers:
                 pg = None if w == 1 else args.pg_url
                 results.append(bench_mosquitto(n, m, args.window, w, tmp, pg))

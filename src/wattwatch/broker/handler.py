@@ -5,9 +5,10 @@ for delivery and sends PUBACK straight away, before anybody has looked at it; it
 body of any announced size, never enforces keep-alive (``BrokerProtocolHandler.
 handle_read_timeout`` is a no-op) and speaks 3.1.1 only. ``SessionHandler`` replaces the reader
 loop: packets are read whole within the size limit and parsed by ``codec``; a PUBLISH is
-checked against the session's ACL and handed to the broker (→ ingest), one task per message so
-a connection can have ``max_inflight`` messages in the group commit at once, and its PUBACK is
-written only when that task has the commit's answer, in the order the PUBLISHes arrived. If the
+checked against the session's ACL and handed to the broker (→ ingest) with a callback, and
+joins the connection's queue of pending acknowledgements (up to ``max_inflight``, so several
+messages of one connection ride in one group commit). When the commit answers, the finished
+entries at the head of the queue are acknowledged, in the order the PUBLISHes arrived. If the
 commit fails the message is not acknowledged and the connection is closed, so the client sends
 it again. Subscriptions, deliveries to the client and session state stay amqtt's.
 """
