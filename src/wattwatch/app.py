@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wattwatch.alerts.engine import AlertEngine
 from wattwatch.alerts.service import AlertService
 from wattwatch.backup.maintenance import Maintenance
 from wattwatch.config import Settings
+from wattwatch.control.schedules import ControlScheduler
+from wattwatch.control.service import ControlService
+from wattwatch.control.sessions import SessionRevoker
 from wattwatch.errors import ConfigError
 from wattwatch.hooks.delivery import RetryPolicy
 from wattwatch.hooks.dispatcher import HookDispatcher
@@ -24,6 +28,7 @@ from wattwatch.reports.mail import ReportMailer, SmtpSettings
 from wattwatch.reports.schedule import ReportScheduler
 from wattwatch.reports.service import ReportService
 from wattwatch.store.alerts import SqlAlertStore
+from wattwatch.store.control import SqlControlStore
 from wattwatch.store.reports import SqlReportStore
 from wattwatch.store.sqlstore import SqlStore
 
@@ -63,8 +68,16 @@ class Wattwatch:
     alerts: AlertService | None = None
     hooks: HookDispatcher | None = None
     webhooks: WebhookService | None = None
+    # On/off commands with their audit trail, and schedules (built in __post_init__).
+    control: ControlService | None = None
+    schedules: ControlScheduler | None = None
+    revoker: SessionRevoker | None = None
     # MQTT (embedded broker or external-broker client): built by ``enable_mqtt``.
     mqtt: MqttService | None = None
+
+    def __post_init__(self) -> None:
+        if self.control is None:
+            self.control, self.schedules, self.revoker = build_control(self)
 
     @classmethod
     def open(cls, settings: Settings, *, lock: bool = True) -> Wattwatch:
@@ -119,8 +132,17 @@ class Wattwatch:
             self.report_scheduler.start()
         if self.maintenance is not None:
             self.maintenance.start()
+        if self.control is not None and self.schedules is not None:
+            await asyncio.to_thread(self.control.abandon_stale)
+            if self.revoker is not None:
+                self.revoker.attach(asyncio.get_running_loop())
+            self.schedules.start()
 
     async def stop(self) -> None:
+        if self.schedules is not None:
+            await self.schedules.stop()
+        if self.revoker is not None:
+            self.revoker.attach(None)
         self.live.close()
         if self.report_scheduler is not None:
             await self.report_scheduler.stop()
@@ -220,3 +242,29 @@ def build_alerts_and_hooks(
     pipeline.add_listener(hooks.on_batch)
     alerts = AlertService(alert_store, store.registry, engine, lambda: hooks.notifiers)
     return alerts, hooks, WebhookService(alert_store, hooks)
+
+
+def build_control(ww: Wattwatch) -> tuple[ControlService, ControlScheduler, SessionRevoker]:
+    """Commands go out through whichever MQTT ``ww`` has (``enable_mqtt``); results reach
+    the live stream and the hooks; a changed device token ends its live MQTT sessions."""
+    store = SqlControlStore(ww.store.engine, ww.store.read_engine)
+
+    def transport() -> Any:
+        return getattr(ww, "mqtt", None)
+
+    control = ControlService(ww.registry, store, transport)
+
+    def to_live(device_id: int, org_id: int, result: dict[str, Any], ts_ms: int) -> None:
+        ww.live.publish(
+            "command.result",
+            org_id,
+            {"ts": ts_ms, "device_id": device_id, "result": result},
+            device_id=device_id,
+        )
+
+    control.add_listener(to_live)
+    if ww.hooks is not None:
+        control.add_listener(ww.hooks.command_result)
+    revoker = SessionRevoker(transport)
+    ww.registry.on_device_credentials(revoker)
+    return control, ControlScheduler(control, store), revoker

@@ -926,6 +926,358 @@ def plugins(as_json: AsJson = False) -> None:
     emit(found, as_json, "plugins")
 
 
+# -- areas, inventory, claims, commands, schedules (issue 4; docs/api.md) --------------------
+area_app = typer.Typer(help="Manage the areas (rooms, floors) of a site.", no_args_is_help=True)
+schedule_app = typer.Typer(help="Switch plugs at set times (site timezone).", no_args_is_help=True)
+app.add_typer(area_app, name="area")
+app.add_typer(schedule_app, name="schedule")
+
+
+@area_app.command("add")
+def area_add(
+    site: Annotated[int, typer.Option(help="site id")],
+    name: Annotated[str, typer.Option(help="area name, e.g. 'Floor 2'")],
+    kind: Annotated[str | None, typer.Option(help="room, floor, line …")] = None,
+    parent: Annotated[int | None, typer.Option(help="the area it is inside")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an area on a site (inside another with --parent)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        emit(ww.registry.create_area(owner_principal(ww), site, name, kind, parent), as_json)
+
+
+@area_app.command("list")
+def area_list(
+    site: Annotated[int, typer.Option(help="site id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """List a site's areas with their paths."""
+    keys = ("id", "path", "kind", "parent_id")
+    with services(settings_from(data_dir, database_url)) as ww:
+        areas = ww.registry.list_areas(owner_principal(ww), site)
+        emit(areas if as_json else [{k: a[k] for k in keys} for a in areas], as_json, "areas")
+
+
+@area_app.command("delete")
+def area_delete(
+    area_id: Annotated[int, typer.Argument(help="area id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete an area and its sub-areas (their devices stay on the site)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        ww.registry.delete_area(owner_principal(ww), area_id)
+
+
+@device_app.command("import")
+def device_import(
+    path: Annotated[Path, typer.Argument(help="CSV or YAML file (docs/api.md#inventory)")],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or yaml [from the name]")] = None,
+    dry_run: Annotated[bool, typer.Option(help="check and report, change nothing")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create or update devices from a file, idempotent by uid (nothing changes if a row is
+    wrong). The tokens of new devices are printed once."""
+    from wattwatch.registry.inventory import InventoryErrors, import_inventory
+
+    kind = fmt or ("yaml" if path.suffix.lower() in (".yaml", ".yml") else "csv")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {exc.strerror}: {path}")
+        raise typer.Exit(2) from None
+    with services(settings_from(data_dir, database_url)) as ww:
+        try:
+            result = import_inventory(ww.registry, owner_principal(ww), data, kind, dry_run=dry_run)
+        except InventoryErrors as exc:
+            for problem in exc.problems:
+                uid = problem.get("uid") or ""
+                err.print(f"[red]{problem['where']}[/red] {uid}: {problem['message']}")
+            err.print(f"nothing imported: {len(exc.problems)} row(s) to fix")
+            raise typer.Exit(1) from None
+    summary = result.to_json()
+    if as_json:
+        emit(summary, True)
+        return
+    emit(summary["tokens"], False, "new device tokens (shown only now)")
+    console.print(
+        f"{'would create' if dry_run else 'created'} {summary['created']}, updated "
+        f"{summary['updated']}, unchanged {summary['unchanged']}; new areas: "
+        f"{', '.join(summary['areas_created']) or 'none'}"
+    )
+
+
+@device_app.command("export")
+def device_export(
+    fmt: Annotated[str, typer.Option("--format", help="csv or yaml")] = "csv",
+    site: Annotated[int | None, typer.Option(help="only this site")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write here")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write the device inventory (no secrets) as CSV or YAML."""
+    from wattwatch.registry.inventory import export_inventory
+
+    with services(settings_from(data_dir, database_url)) as ww:
+        body = export_inventory(ww.registry, owner_principal(ww), fmt, site_id=site)
+    if output is None:
+        sys.stdout.write(body.decode())
+    else:
+        output.write_bytes(body)
+
+
+@device_app.command("preregister")
+def device_preregister(
+    name: Annotated[str, typer.Option(help="device name")],
+    uid: Annotated[str, typer.Option(help="device uid (as flashed)")],
+    kind: Annotated[DeviceKind, typer.Option(help="monitor, plug or panel")] = DeviceKind.PLUG,
+    protocol: Annotated[DeviceProtocol, typer.Option(help="how it talks")] = DeviceProtocol.NATIVE,
+    topic: Annotated[str | None, typer.Option(help="Tasmota topic / Shelly prefix")] = None,
+    claim_code: Annotated[
+        str | None, typer.Option(help="the code on its label [generated]")
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Register a device nobody owns yet, with a claim code for its label (stored hashed)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        device, code = ww.registry.preregister_device(
+            name=name, uid=uid, kind=kind, protocol=protocol, topic=topic, claim_code=claim_code
+        )
+        emit({"id": device["id"], "uid": device["uid"], "claim_code": code}, as_json)
+
+
+@device_app.command("claim")
+def device_claim(
+    claim_code: Annotated[str, typer.Argument(help="the code on the device's label")],
+    site: Annotated[int, typer.Option(help="site id")],
+    area: Annotated[int | None, typer.Option(help="area id")] = None,
+    name: Annotated[str | None, typer.Option(help="rename it")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Claim a pre-registered device into the organisation and a site."""
+    keys = ("id", "uid", "name", "site_id", "area_id")
+    with services(settings_from(data_dir, database_url)) as ww:
+        device = ww.registry.claim_device(owner_principal(ww), claim_code, site, area, name)
+        emit({k: device[k] for k in keys}, as_json)
+
+
+@device_app.command("command")
+def device_command(
+    device_id: Annotated[int, typer.Argument(help="device id")],
+    action: Annotated[str, typer.Argument(help="on, off or toggle")],
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 5.0,
+    server: Annotated[
+        str | None, typer.Option(help="a running wattwatch, e.g. http://127.0.0.1:8080")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="with --server: an admin's API key")] = None,
+    broker_url: BrokerUrl = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Switch a plug and wait for its answer (exit 1 if it refused, 3 if it did not answer).
+
+    The embedded broker lives in the server process: send through it with --server and
+    --token. With an external broker (--broker-url) the command goes out directly.
+    """
+    if server:
+        _command_over_http(server, token, device_id, action, timeout, as_json)
+        return
+    settings = settings_from(data_dir, database_url, broker_url=broker_url)
+    if not settings.broker_url:
+        err.print(
+            "[red]error:[/red] commands go through a broker: give --server URL --token KEY "
+            "(a running wattwatch) or --broker-url mqtt://…"
+        )
+        raise typer.Exit(2)
+    with services(settings) as ww:
+        assert ww.control is not None
+        control = ww.control
+        ww.enable_mqtt(consume=False)
+
+        async def run() -> dict[str, Any]:
+            assert ww.mqtt is not None
+            await ww.mqtt.start()
+            try:
+                return await control.command(
+                    owner_principal(ww), device_id, action, timeout_s=timeout, source="cli"
+                )
+            finally:
+                await ww.mqtt.stop()
+
+        try:
+            outcome = asyncio.run(run())
+        except WattwatchError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(3 if exc.code == "device_timeout" else 1) from None
+    emit(outcome, as_json)
+    if not outcome["ok"]:
+        raise typer.Exit(1)
+
+
+def _command_over_http(
+    server: str, token: str | None, device_id: int, action: str, timeout: float, as_json: bool
+) -> None:
+    import httpx
+
+    if not token:
+        err.print("[red]error:[/red] --server needs --token (an admin's API key)")
+        raise typer.Exit(2)
+    try:
+        r = httpx.post(
+            f"{server.rstrip('/')}/api/v1/devices/{device_id}/commands",
+            json={"action": action, "timeout_s": timeout},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout + 10,
+        )
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] {server}: {exc}")
+        raise typer.Exit(2) from None
+    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    if r.status_code != 200:
+        message = (body.get("error") or {}).get("message", r.text[:200])
+        err.print(f"[red]error:[/red] {r.status_code}: {message}")
+        raise typer.Exit(3 if r.status_code == 504 else 1)
+    emit(body, as_json)
+    if not body.get("ok"):
+        raise typer.Exit(1)
+
+
+@device_app.command("commands")
+def device_commands(
+    device_id: Annotated[int, typer.Argument(help="device id")],
+    limit: Annotated[int, typer.Option(help="newest N")] = 20,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """The device's command audit trail: who switched it, when, and what happened."""
+    keys = ("id", "requested_ms", "actor", "source", "action", "status", "state", "latency_ms")
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.control is not None
+        rows = ww.control.list_commands(owner_principal(ww), device_id=device_id, limit=limit)
+        emit(rows if as_json else [{k: r[k] for k in keys} for r in rows], as_json, "commands")
+
+
+def _schedule_event(text: str) -> dict[str, str]:
+    """``off@19:00/mon-fri`` or ``on@0 7 * * 1-5`` (a cron expression)."""
+    action, sep, when = text.partition("@")
+    if not sep:
+        raise typer.BadParameter(f"{text!r}: write ACTION@HH:MM[/DAYS] or ACTION@CRON")
+    when = when.strip()
+    if len(when.split()) == 5:
+        return {"action": action.strip(), "cron": when}
+    at, _, days = when.partition("/")
+    return {"action": action.strip(), "at": at, "days": days or "daily"}
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: Annotated[str, typer.Option(help="schedule name")],
+    event: Annotated[
+        list[str], typer.Option(help="ACTION@HH:MM[/DAYS] or ACTION@CRON (repeatable)")
+    ],
+    site: Annotated[int | None, typer.Option(help="every plug of this site")] = None,
+    area: Annotated[int | None, typer.Option(help="every plug of this area")] = None,
+    device: Annotated[int | None, typer.Option(help="this plug")] = None,
+    appliance: Annotated[str | None, typer.Option(help="only plugs feeding this")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Add a schedule, e.g. --area 3 --appliance printer --event off@19:00/mon-fri
+    --event on@07:00/mon-fri (a running server picks it up at its next look, within 30 s)."""
+    from pydantic import ValidationError
+
+    from wattwatch.control.schedules import ScheduleCreate, ScheduleEvent
+
+    try:
+        body = ScheduleCreate(
+            name=name,
+            site_id=site,
+            area_id=area,
+            device_id=device,
+            appliance=appliance,
+            events=[ScheduleEvent(**_schedule_event(e)) for e in event],
+        )
+    except ValidationError as exc:
+        for problem in exc.errors()[:10]:
+            where = ".".join(str(x) for x in problem["loc"])
+            err.print(f"[red]error:[/red] {where}: {problem['msg']}")
+        raise typer.Exit(2) from None
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.schedules is not None
+        emit(ww.schedules.create(owner_principal(ww), body), as_json)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, as_json: AsJson = False
+) -> None:
+    """List schedules with their next run (site time)."""
+    keys = ("id", "name", "enabled", "area_id", "site_id", "device_id", "appliance", "next_run")
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.schedules is not None
+        rows = ww.schedules.list_schedules(owner_principal(ww))
+        emit(rows if as_json else [{k: r[k] for k in keys} for r in rows], as_json, "schedules")
+
+
+@schedule_app.command("runs")
+def schedule_runs(
+    schedule_id: Annotated[int, typer.Argument(help="schedule id")],
+    limit: Annotated[int, typer.Option(help="newest N")] = 20,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Each time the schedule fired or was missed, with how many plugs switched."""
+    keys = ("id", "due_ms", "action", "status", "targets", "succeeded", "failed")
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.schedules is not None
+        rows = ww.schedules.runs(owner_principal(ww), schedule_id, limit=limit)
+        emit(rows if as_json else [{k: r[k] for k in keys} for r in rows], as_json, "runs")
+
+
+@schedule_app.command("delete")
+def schedule_delete(
+    schedule_id: Annotated[int, typer.Argument(help="schedule id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete a schedule (its runs go with it)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        assert ww.schedules is not None
+        ww.schedules.delete(owner_principal(ww), schedule_id)
+
+
+@user_app.command("role")
+def user_role(
+    email: Annotated[str, typer.Argument(help="the user's email")],
+    role: Annotated[Role, typer.Argument(help="owner, admin or viewer")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change a user's role in the first organisation (one owner always stays)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        principal = owner_principal(ww)
+        user = ww.registry.db.user_by_email(email)
+        if user is None:
+            err.print(f"[red]error:[/red] no user {email}")
+            raise typer.Exit(1)
+        emit(ww.registry.set_user_role(principal, user["id"], role), as_json)
+
+
 register_sim_commands(app)  # demo, simulate
 
 

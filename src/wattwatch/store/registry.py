@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from wattwatch.domain import now_ms
 from wattwatch.errors import Conflict, InvalidInput, NotFound
 from wattwatch.store.schema import (
+    areas,
     auth_tokens,
     channels,
     devices,
@@ -155,6 +156,7 @@ class SqlRegistry:
             select(
                 auth_tokens.c.id,
                 auth_tokens.c.kind,
+                auth_tokens.c.name,
                 auth_tokens.c.user_id,
                 auth_tokens.c.org_id,
                 auth_tokens.c.scope,
@@ -392,3 +394,208 @@ class SqlRegistry:
             for ch, tz in rows:
                 self._channel_tz[ch] = tz or "UTC"
         return {ch: self._channel_tz.get(ch, "UTC") for ch in channel_ids}
+
+    # -- areas (issue 4) ------------------------------------------------------------------
+    def create_area(
+        self, site_id: int, name: str, kind: str | None, parent_id: int | None
+    ) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    insert(areas).values(
+                        site_id=site_id, name=name, kind=kind, parent_id=parent_id
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    def list_areas(self, org_id: int, site_id: int | None = None) -> list[Record]:
+        """Areas of the organisation (of one site), parents before children where ids allow."""
+        stmt = (
+            select(areas)
+            .join(sites, sites.c.id == areas.c.site_id)
+            .where(sites.c.org_id == org_id)
+        )
+        if site_id is not None:
+            stmt = stmt.where(areas.c.site_id == site_id)
+        return self._read(stmt.order_by(areas.c.id))
+
+    def get_area(self, org_id: int, area_id: int) -> Record:
+        return self._read_one(
+            select(areas)
+            .join(sites, sites.c.id == areas.c.site_id)
+            .where(areas.c.id == area_id, sites.c.org_id == org_id),
+            "area",
+        )
+
+    def update_area(self, area_id: int, values: Record) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(areas).where(areas.c.id == area_id).values(**values))
+
+    def delete_area(self, area_id: int) -> None:
+        """Sub-areas go with it (FK cascade); its devices stay on the site without an area."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(areas).where(areas.c.id == area_id))
+        self.forget_caches()
+
+    # -- devices: selection, claiming, one-time token hand-out (issue 4) ------------------
+    def select_devices(
+        self,
+        org_id: int,
+        *,
+        site_id: int | None = None,
+        area_ids: Iterable[int] | None = None,
+        device_ids: Iterable[int] | None = None,
+        kind: str | None = None,
+        appliance: str | None = None,
+    ) -> list[Record]:
+        """Devices of the organisation matching every filter given; ``appliance`` matches a
+        channel's appliance label case-insensitively."""
+        stmt = select(devices).where(devices.c.org_id == org_id)
+        if site_id is not None:
+            stmt = stmt.where(devices.c.site_id == site_id)
+        if area_ids is not None:
+            stmt = stmt.where(devices.c.area_id.in_(list(area_ids)))
+        if device_ids is not None:
+            stmt = stmt.where(devices.c.id.in_(list(device_ids)))
+        if kind is not None:
+            stmt = stmt.where(devices.c.kind == kind)
+        if appliance is not None:
+            stmt = stmt.where(
+                devices.c.id.in_(
+                    select(channels.c.device_id).where(
+                        func.lower(channels.c.appliance) == appliance.lower()
+                    )
+                )
+            )
+        return self._read(stmt.order_by(devices.c.id))
+
+    def claim_device(self, device_id: int, values: Record) -> bool:
+        """Bind an unclaimed device (org still NULL) to an organisation; False if it was
+        claimed meanwhile (two users racing for one code: exactly one wins)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(devices)
+                .where(devices.c.id == device_id, devices.c.org_id.is_(None))
+                .values(**values)
+            ).rowcount
+        self.forget_caches()
+        return bool(done)
+
+    def hand_out_token(self, device_id: int, token_hash: str) -> bool:
+        """Set the device token only if it has none yet: a token is handed out once."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(devices)
+                .where(devices.c.id == device_id, devices.c.token_hash.is_(None))
+                .values(token_hash=token_hash)
+            ).rowcount
+        return bool(done)
+
+    def upsert_channel(self, device_id: int, name: str, values: Record) -> None:
+        """Create channel ``name`` of the device, or set its ``appliance``/``submeter``."""
+        unknown = set(values) - {"submeter", "appliance"}
+        if unknown:
+            raise InvalidInput(f"channels have no settable {', '.join(sorted(unknown))}")
+        existing = self.channel_ids_of(device_id)
+        if name not in existing:
+            if len(existing) >= MAX_CHANNELS_PER_DEVICE:
+                raise InvalidInput(f"a device has at most {MAX_CHANNELS_PER_DEVICE} channels")
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(channels).values(
+                        device_id=device_id,
+                        name=name,
+                        appliance=values.get("appliance"),
+                        submeter=bool(values.get("submeter", False)),
+                        created_ms=now_ms(),
+                    )
+                )
+            return
+        if values:
+            self.update_channel(device_id, name, values)
+
+    # -- users and roles (issue 4) ----------------------------------------------------------
+    def get_member(self, org_id: int, user_id: int) -> Record:
+        return self._read_one(
+            select(users.c.id, users.c.email, memberships.c.role, users.c.created_ms)
+            .join(memberships, memberships.c.user_id == users.c.id)
+            .where(memberships.c.org_id == org_id, users.c.id == user_id),
+            "user",
+        )
+
+    def count_owners(self, org_id: int) -> int:
+        with self.read_engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(memberships)
+                    .where(memberships.c.org_id == org_id, memberships.c.role == "owner")
+                ).scalar_one()
+            )
+
+    def set_role(self, org_id: int, user_id: int, role: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(memberships)
+                .where(memberships.c.org_id == org_id, memberships.c.user_id == user_id)
+                .values(role=role)
+            )
+
+    def remove_member(self, org_id: int, user_id: int) -> None:
+        """End the membership (its tokens stop working at once: they join on it); a user left
+        in no organisation is deleted with their tokens."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(memberships).where(
+                    memberships.c.org_id == org_id, memberships.c.user_id == user_id
+                )
+            )
+            conn.execute(
+                update(auth_tokens)
+                .where(auth_tokens.c.org_id == org_id, auth_tokens.c.user_id == user_id)
+                .values(revoked=True)
+            )
+            left = conn.execute(
+                select(func.count())
+                .select_from(memberships)
+                .where(memberships.c.user_id == user_id)
+            ).scalar_one()
+            if not left:
+                conn.execute(delete(users).where(users.c.id == user_id))
+
+    # -- API keys (issue 4) -----------------------------------------------------------------
+    _KEY_COLUMNS = (
+        auth_tokens.c.id,
+        auth_tokens.c.name,
+        auth_tokens.c.scope,
+        auth_tokens.c.user_id,
+        auth_tokens.c.created_ms,
+        auth_tokens.c.expires_ms,
+        auth_tokens.c.revoked,
+    )
+
+    def list_api_keys(self, org_id: int, user_id: int | None = None) -> list[Record]:
+        stmt = (
+            select(*self._KEY_COLUMNS, users.c.email)
+            .join(users, users.c.id == auth_tokens.c.user_id)
+            .where(auth_tokens.c.org_id == org_id, auth_tokens.c.kind == "api_key")
+        )
+        if user_id is not None:
+            stmt = stmt.where(auth_tokens.c.user_id == user_id)
+        return self._read(stmt.order_by(auth_tokens.c.id))
+
+    def get_api_key(self, org_id: int, key_id: int) -> Record:
+        return self._read_one(
+            select(*self._KEY_COLUMNS, users.c.email)
+            .join(users, users.c.id == auth_tokens.c.user_id)
+            .where(
+                auth_tokens.c.org_id == org_id,
+                auth_tokens.c.kind == "api_key",
+                auth_tokens.c.id == key_id,
+            ),
+            "API key",
+        )
+
+    def revoke_api_key(self, key_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(auth_tokens).where(auth_tokens.c.id == key_id).values(revoked=True))

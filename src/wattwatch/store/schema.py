@@ -290,3 +290,83 @@ report_deliveries = Table(
     UniqueConstraint("schedule_id", "period_start_ms", name="uq_report_deliveries_period"),
     Index("ix_report_deliveries_org", "org_id"),
 )
+
+# -- control (issue 4): on/off commands, their audit trail, schedules ----------------------
+# One row per command sent to a device: who, when, what, outcome. The row is written before
+# the command leaves (its id is the request id the device echoes) and completed with the
+# answer. It outlives the device (device_id is then NULL; uid and name stay) so the trail of
+# who switched what is never lost.
+device_commands = Table(
+    "device_commands",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", ForeignKey("devices.id", ondelete="SET NULL"), nullable=True),
+    Column("device_uid", String(64), nullable=False),
+    Column("device_name", String(200), nullable=False),
+    Column("action", String(8), nullable=False),  # on | off | toggle
+    Column("source", String(16), nullable=False),  # api | group | schedule | cli
+    Column("actor", String(400), nullable=False),  # email (+ API key name) or "schedule N"
+    Column("user_id", Integer, nullable=True),
+    # Commands sent together (a site/area group command, one schedule run) share it.
+    Column("group_id", String(32), nullable=True),
+    Column("schedule_id", Integer, nullable=True),
+    Column("protocol", String(16), nullable=False),
+    Column("topic", String(300), nullable=True),
+    Column("correlation_id", String(64), nullable=True),
+    Column("status", String(16), nullable=False),  # pending | ok | refused | timeout | error
+    Column("state", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("requested_ms", BigInteger, nullable=False),
+    Column("completed_ms", BigInteger, nullable=True),
+    Index("ix_device_commands_device", "device_id", "id"),
+    Index("ix_device_commands_org", "org_id", "id"),
+)
+
+# "Printers of floor 2 off 19:00, on 07:00 on weekdays": a target (site, area with its
+# sub-areas, or one device; optionally only devices of a kind / channels feeding an appliance)
+# and events ``[{"cron": "0 19 * * 1-5", "action": "off"}, …]`` in the site's timezone.
+control_schedules = Table(
+    "control_schedules",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), nullable=False),
+    Column("area_id", ForeignKey("areas.id", ondelete="CASCADE"), nullable=True),
+    Column("device_id", ForeignKey("devices.id", ondelete="CASCADE"), nullable=True),
+    Column("kind", String(16), nullable=True),
+    Column("appliance", String(120), nullable=True),
+    Column("events", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_run_ms", BigInteger, nullable=True),
+    Column("created_by", String(400), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_control_schedules_due", "enabled", "next_run_ms"),
+    Index("ix_control_schedules_org", "org_id"),
+)
+
+# Each time a schedule fired (or should have): one row per (schedule, due time, event), so a
+# restart or a second replica never switches twice, and "did the printers go off on Friday?"
+# has an answer.
+control_schedule_runs = Table(
+    "control_schedule_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("schedule_id", ForeignKey("control_schedules.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", ForeignKey("organisations.id", ondelete="CASCADE"), nullable=False),
+    Column("event_index", Integer, nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("due_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # running, ok, partial, failed, missed, empty
+    Column("started_ms", BigInteger, nullable=False),
+    Column("finished_ms", BigInteger, nullable=True),
+    Column("targets", Integer, nullable=False, default=0),
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("group_id", String(32), nullable=True),
+    Column("details", JSON, nullable=False),
+    UniqueConstraint("schedule_id", "due_ms", "event_index", name="uq_control_schedule_runs_slot"),
+    Index("ix_control_schedule_runs_schedule", "schedule_id", "due_ms"),
+)

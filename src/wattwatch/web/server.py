@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from wattwatch import __version__
 from wattwatch.web import dashboard, errors
 from wattwatch.web.api import alerts as alert_api
-from wattwatch.web.api import auth, devices, health, sites, telemetry
+from wattwatch.web.api import (  # registry and control
+    apikeys,
+    areas,
+    auth,
+    claims,
+    commands,
+    devices,
+    health,
+    sites,
+    telemetry,
+    users,
+)
 from wattwatch.web.api import reports as reports_api
 from wattwatch.web.api import webhooks as webhook_api
 
@@ -42,6 +53,8 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
         app.include_router(module.router)
     app.include_router(reports_api.router)
     for module in (alert_api, webhook_api):
+        app.include_router(module.router)
+    for module in (areas, claims, users, apikeys, commands):
         app.include_router(module.router)
     # Last: the dashboard's pages and its view of which API routes exist.
     dashboard.install(app)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from wattwatch.domain import Interval, Role, now_ms
+from wattwatch.domain import Interval, now_ms
 from wattwatch.errors import InvalidInput
 from wattwatch.tariffs import Tariff
 from wattwatch.web.deps import Caller, Services, parse_time
@@ -48,6 +48,7 @@ def get_site(site_id: int, ww: Services, caller: Caller) -> dict[str, Any]:
 
 @router.patch("/{site_id}")
 def update_site(site_id: int, body: SiteUpdate, ww: Services, caller: Caller) -> dict[str, Any]:
+    """Change name, timezone, address (admins) or tariff (a billing setting: owners)."""
     values = body.model_dump(exclude_unset=True)
     if "tariff" in values and values["tariff"] is None:
         raise InvalidInput("tariff cannot be null")
@@ -56,8 +57,8 @@ def update_site(site_id: int, body: SiteUpdate, ww: Services, caller: Caller) ->
 
 @router.delete("/{site_id}", status_code=204)
 def delete_site(site_id: int, ww: Services, caller: Caller) -> None:
-    caller.require(Role.ADMIN)
-    ww.registry.db.delete_site(caller.org_id, site_id)
+    """Delete a site with its areas; its devices stay, without a site."""
+    ww.registry.delete_site(caller, site_id)
 
 
 @router.get("/{site_id}/energy")
