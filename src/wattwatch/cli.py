@@ -1278,6 +1278,158 @@ def user_role(
         emit(ww.registry.set_user_role(principal, user["id"], role), as_json)
 
 
+def _pairs_option(items: list[str] | None, what: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{what} {item!r}: use KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@site_app.command("update")
+def site_update(
+    site_id: Annotated[int, typer.Argument(help="site id")],
+    name: Annotated[str | None, typer.Option(help="new name")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA timezone")] = None,
+    address: Annotated[str | None, typer.Option(help="postal address")] = None,
+    tariff: Annotated[
+        str | None,
+        typer.Option(help='tariff JSON, e.g. \'{"price_per_kwh": 0.2, "periods": [...]}\''),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change a site's name, timezone, address or tariff (flat or time-of-use)."""
+    from pydantic import ValidationError
+
+    from wattwatch.tariffs import Tariff
+
+    values: dict[str, Any] = {"name": name, "timezone": timezone, "address": address}
+    values = {k: v for k, v in values.items() if v is not None}
+    if tariff is not None:
+        try:
+            values["tariff"] = Tariff.model_validate_json(tariff).model_dump()
+        except ValidationError as exc:
+            err.print(f"[red]error:[/red] tariff: {exc.errors()[0]['msg']}")
+            raise typer.Exit(2) from None
+    with services(settings_from(data_dir, database_url)) as ww:
+        emit(ww.registry.update_site(owner_principal(ww), site_id, values), as_json)
+
+
+@site_app.command("delete")
+def site_delete(
+    site_id: Annotated[int, typer.Argument(help="site id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete a site with its areas (its devices stay, without a site)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        ww.registry.delete_site(owner_principal(ww), site_id)
+
+
+@area_app.command("update")
+def area_update(
+    area_id: Annotated[int, typer.Argument(help="area id")],
+    name: Annotated[str | None, typer.Option(help="new name")] = None,
+    kind: Annotated[str | None, typer.Option(help="room, floor, line …")] = None,
+    parent: Annotated[int | None, typer.Option(help="move inside this area")] = None,
+    top: Annotated[bool, typer.Option("--top", help="move to the top level")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Rename an area or move it inside another (or to the top with --top)."""
+    values: dict[str, Any] = {k: v for k, v in (("name", name), ("kind", kind)) if v is not None}
+    if parent is not None or top:
+        values["parent_id"] = None if top else parent
+    with services(settings_from(data_dir, database_url)) as ww:
+        emit(ww.registry.update_area(owner_principal(ww), area_id, values), as_json)
+
+
+@device_app.command("update")
+def device_update(
+    device_id: Annotated[int, typer.Argument(help="device id")],
+    name: Annotated[str | None, typer.Option(help="new name")] = None,
+    site: Annotated[int | None, typer.Option(help="move to this site")] = None,
+    area: Annotated[int | None, typer.Option(help="place in this area")] = None,
+    kind: Annotated[DeviceKind | None, typer.Option(help="monitor, plug or panel")] = None,
+    protocol: Annotated[DeviceProtocol | None, typer.Option(help="how it talks")] = None,
+    topic: Annotated[str | None, typer.Option(help="Tasmota topic / Shelly prefix")] = None,
+    model: Annotated[str | None, typer.Option(help="model")] = None,
+    firmware: Annotated[str | None, typer.Option(help="firmware version")] = None,
+    identifier: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE, e.g. serial=SN1 (repeatable)")
+    ] = None,
+    location: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE, e.g. room=201 (repeatable)")
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change a device's description, place or protocol address."""
+    given = {
+        "name": name,
+        "site_id": site,
+        "area_id": area,
+        "kind": kind,
+        "protocol": protocol,
+        "topic": topic,
+        "model": model,
+        "firmware": firmware,
+    }
+    values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    with services(settings_from(data_dir, database_url)) as ww:
+        principal = owner_principal(ww)
+        if identifier:
+            current = ww.registry.get_device(principal, device_id)["identifiers"] or {}
+            values["identifiers"] = {**current, **(_pairs_option(identifier, "identifier") or {})}
+        if location:
+            values["location"] = _pairs_option(location, "location")
+        device = ww.registry.update_device(principal, device_id, values)
+        keys = ("id", "uid", "name", "kind", "protocol", "topic", "site_id", "area_id")
+        emit(device if as_json else {k: device[k] for k in keys}, as_json)
+
+
+@device_app.command("delete")
+def device_delete(
+    device_id: Annotated[int, typer.Argument(help="device id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete a device (its command history stays in the audit trail)."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        ww.registry.delete_device(owner_principal(ww), device_id)
+
+
+@device_app.command("channel")
+def device_channel(
+    device_id: Annotated[int, typer.Argument(help="device id")],
+    name: Annotated[str, typer.Argument(help="channel name: mains, phase_a, ac01 …")],
+    appliance: Annotated[str | None, typer.Option(help="what it feeds")] = None,
+    submeter: Annotated[
+        bool | None,
+        typer.Option("--submeter/--no-submeter", help="behind another channel of the site"),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Add a channel or set what it feeds and whether it is a sub-meter."""
+    values: dict[str, Any] = {}
+    if appliance is not None:
+        values["appliance"] = appliance
+    if submeter is not None:
+        values["submeter"] = submeter
+    with services(settings_from(data_dir, database_url)) as ww:
+        emit(ww.registry.set_channel(owner_principal(ww), device_id, name, values), as_json)
+
+
 register_sim_commands(app)  # demo, simulate
 
 

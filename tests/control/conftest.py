@@ -84,15 +84,27 @@ class Plant:
         return int(created["id"]), plug
 
 
-def open_plant(data_dir: Path) -> Wattwatch:
-    ww = Wattwatch.open(Settings(data_dir=data_dir, mqtt_host="127.0.0.1", mqtt_port=0), lock=True)
+def open_plant(data_dir: Path, database_url: str | None = None) -> Wattwatch:
+    ww = Wattwatch.open(
+        Settings(data_dir=data_dir, database_url=database_url, mqtt_host="127.0.0.1", mqtt_port=0),
+        lock=True,
+    )
     ww.enable_mqtt()
     return ww
 
 
 @pytest.fixture
 def plant(tmp_path: Path) -> Iterator[Plant]:
-    ww = open_plant(tmp_path / "data")
+    yield from running_plant(open_plant(tmp_path / "data"))
+
+
+@pytest.fixture
+def pg_plant(tmp_path: Path, pg_url: str) -> Iterator[Plant]:
+    """The same on PostgreSQL."""
+    yield from running_plant(open_plant(tmp_path / "data", pg_url))
+
+
+def running_plant(ww: Wattwatch) -> Iterator[Plant]:
     owner, token = account(ww, "owner@localhost")
     try:
         with TestClient(create_api(ww), headers=bearer(token)) as api:

@@ -143,3 +143,50 @@ def test_user_roles_keep_an_owner(tmp_path: Path) -> None:
         ]
         == "viewer"
     )
+
+
+def test_updates_and_deletes(tmp_path: Path) -> None:
+    site = json.loads(cli(tmp_path, "site", "add", "--name", "Bar", "--json").stdout)
+    sid = str(site["id"])
+    tou = json.dumps(
+        {
+            "price_per_kwh": 0.15,
+            "periods": [{"start": "08:00", "end": "22:00", "price_per_kwh": 0.3}],
+        }
+    )
+    changed = json.loads(
+        cli(tmp_path, "site", "update", sid, "--timezone", "Europe/Madrid", "--tariff", tou,
+            "--address", "Calle 1", "--json").stdout
+    )  # fmt: skip
+    assert changed["tariff"]["periods"][0]["price_per_kwh"] == 0.3
+    assert changed["timezone"] == "Europe/Madrid" and changed["address"] == "Calle 1"
+    r = cli(tmp_path, "site", "update", sid, "--tariff", '{"price_per_kwh": -1}', code=2)
+    assert "tariff" in r.output
+    a = json.loads(cli(tmp_path, "area", "add", "--site", sid, "--name", "Bar", "--json").stdout)
+    b = json.loads(cli(tmp_path, "area", "add", "--site", sid, "--name", "Shelf", "--json").stdout)
+    moved = json.loads(
+        cli(tmp_path, "area", "update", str(b["id"]), "--parent", str(a["id"]), "--json").stdout
+    )
+    assert moved["path"] == "Bar/Shelf"
+    top = json.loads(cli(tmp_path, "area", "update", str(b["id"]), "--top", "--json").stdout)
+    assert top["path"] == "Shelf"
+    dev = json.loads(
+        cli(tmp_path, "device", "add", "--name", "Fridge", "--kind", "plug", "--json").stdout
+    )
+    did = str(dev["id"])
+    got = json.loads(
+        cli(tmp_path, "device", "update", did, "--area", str(a["id"]), "--identifier",
+            "serial=SN-9", "--location", "shelf=2", "--json").stdout
+    )  # fmt: skip
+    assert got["site_id"] == site["id"] and got["area_id"] == a["id"]
+    assert got["identifiers"] == {"serial": "SN-9"} and got["location"] == {"shelf": "2"}
+    channel = json.loads(
+        cli(tmp_path, "device", "channel", did, "mains", "--appliance", "Fridge", "--submeter",
+            "--json").stdout
+    )  # fmt: skip
+    assert channel["appliance"] == "Fridge" and channel["submeter"] is True
+    cli(tmp_path, "device", "update", did, "--kind", "toaster", code=2)
+    cli(tmp_path, "device", "delete", did)
+    assert json.loads(cli(tmp_path, "device", "list", "--json").stdout) == []
+    cli(tmp_path, "site", "delete", sid)
+    assert json.loads(cli(tmp_path, "site", "list", "--json").stdout) == []
