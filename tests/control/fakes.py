@@ -132,3 +132,78 @@ class ThingsBoardPlug:
             self.client.send_rpc_reply(request_id, {"error": "unknown method"})
             return
         self.client.send_rpc_reply(request_id, {"state": self.state})
+
+
+class _PahoPlug:
+    """A paho connection as a device with username = uid and password = token."""
+
+    def __init__(self, port: int, uid: str, token: str, client_id: str, subscribe: str) -> None:
+        self.port = port
+        self.uid = uid
+        self.state = 0
+        self.answer = True
+        self.received: list[dict[str, Any]] = []
+        self.subscribed = threading.Event()
+        self._subscribe = subscribe
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.username_pw_set(uid, token)
+        self.client.on_connect = lambda c, *_a: c.subscribe(self._subscribe, qos=1)
+        self.client.on_subscribe = lambda *_a: self.subscribed.set()
+        self.client.on_message = self._on_message
+
+    def start(self) -> _PahoPlug:
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise AssertionError(f"{self.uid}: not subscribed to {self._subscribe}")
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        body = orjson.loads(msg.payload)
+        self.received.append(body)
+        if self.answer:
+            self.reply(client, body)
+
+    def reply(self, client: mqtt.Client, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class NativePlug(_PahoPlug):
+    """wattwatch's own protocol: ``{"id", "action"}`` in, ``{"id", "ok", "state"}`` out."""
+
+    def __init__(self, port: int, uid: str, token: str) -> None:
+        super().__init__(port, uid, token, uid, f"wattwatch/{uid}/command")
+
+    def reply(self, client: mqtt.Client, body: dict[str, Any]) -> None:
+        action = body.get("action")
+        self.state = {"on": 1, "off": 0}.get(str(action), 1 - self.state)
+        answer = {"id": body["id"], "ok": True, "state": self.state}
+        client.publish(f"wattwatch/{self.uid}/command/result", orjson.dumps(answer), qos=1)
+
+
+class ShellyPlug(_PahoPlug):
+    """A Shelly Gen2 plug: RPC frames on ``<prefix>/rpc``, answers on ``<src>/rpc``."""
+
+    def __init__(self, port: int, uid: str, token: str, prefix: str) -> None:
+        super().__init__(port, uid, token, prefix, f"{prefix}/rpc")
+        self.prefix = prefix
+
+    def reply(self, client: mqtt.Client, body: dict[str, Any]) -> None:
+        was_on = bool(self.state)
+        if body.get("method") == "Switch.Set":
+            self.state = int(bool(body["params"]["on"]))
+        elif body.get("method") == "Switch.Toggle":
+            self.state = 1 - self.state
+        answer = {"id": body["id"], "src": self.prefix, "dst": body["src"],
+                  "result": {"was_on": was_on}}  # fmt: skip
+        client.publish(f"{body['src']}/rpc", orjson.dumps(answer), qos=1)
+
+    def forge(self, request_id: int) -> None:
+        """Publish an answer to a request this plug never got (another plug's command)."""
+        answer = {"id": request_id, "src": self.prefix, "dst": "wattwatch",
+                  "result": {"was_on": False}}  # fmt: skip
+        self.client.publish("wattwatch/rpc", orjson.dumps(answer), qos=1)

@@ -4,14 +4,16 @@ a Tasmota plug (``cmnd/<topic>/POWER``) and a ThingsBoard-SDK device (server-sid
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from typing import Any
 
 from tests.control.conftest import Plant
-from tests.control.fakes import TasmotaPlug
+from tests.control.fakes import NativePlug, ShellyPlug, TasmotaPlug
 from tests.registry.accounts import account, bearer
 
-from wattwatch.domain import Role
+from wattwatch.domain import DeviceProtocol, DeviceRef, Role
+from wattwatch.protocols import adapter_for
 
 
 def command(plant: Plant, device_id: int, action: str, **extra: Any) -> Any:
@@ -236,3 +238,51 @@ def test_command_latency_on_the_embedded_broker(plant: Plant) -> None:
     print(f"200 commands: median {p50:.1f} ms, p99 {p99:.1f} ms (answer after {answered} ms)")
     assert answered < 50 and p99 < 500, (p50, p99)
     assert len(plug.received) == 200
+
+
+def test_native_and_shelly_plugs_and_a_forged_shelly_answer(plant: Plant) -> None:
+    native_dev = plant.device(name="Native plug", protocol="native", uid="native-1")
+    native = NativePlug(plant.port, "native-1", native_dev["token"]).start()
+    plant.plugs.append(native)
+    r = command(plant, native_dev["id"], "on")
+    assert r.status_code == 200 and r.json()["state"] == 1, r.text
+    assert native.received == [{"id": str(r.json()["id"]), "action": "on"}]
+
+    shelly_dev = plant.device(name="Shelly", protocol="shelly", uid="shelly-1", topic="shelly-a")
+    shelly = ShellyPlug(plant.port, "shelly-1", shelly_dev["token"], "shelly-a").start()
+    other_dev = plant.device(name="Other", protocol="shelly", uid="shelly-2", topic="shelly-b")
+    other = ShellyPlug(plant.port, "shelly-2", other_dev["token"], "shelly-b").start()
+    plant.plugs += [shelly, other]
+    on = command(plant, shelly_dev["id"], "on").json()
+    assert on["state"] == 1 and shelly.state == 1
+    assert shelly.received[0]["method"] == "Switch.Set" and shelly.received[0]["params"] == {
+        "id": 0,
+        "on": True,
+    }
+    assert command(plant, shelly_dev["id"], "toggle").json()["state"] == 0
+    assert other.received == []
+
+    # Every Shelly answers on the shared wattwatch/rpc: an answer from another plug's
+    # connection, even with the right id, is not taken for the target's.
+    shelly.answer = False
+    next_id = on["id"] + 2  # the audit ids of this test are consecutive
+    ref = DeviceRef(shelly_dev["id"], "shelly-1", DeviceProtocol.SHELLY, "shelly-a")
+    guessed = adapter_for(DeviceProtocol.SHELLY).encode_command(ref, "on", str(next_id))
+    stop = threading.Event()
+
+    def forge() -> None:
+        while not stop.is_set():
+            other.forge(int(guessed.correlation_id))
+            time.sleep(0.02)
+
+    forger = threading.Thread(target=forge)
+    forger.start()
+    try:
+        r = command(plant, shelly_dev["id"], "on", timeout_s=0.5)
+    finally:
+        stop.set()
+        forger.join()
+    assert r.status_code == 504, r.text
+    last = plant.api.get(f"/api/v1/devices/{shelly_dev['id']}/commands").json()[0]
+    assert last["id"] == next_id and last["correlation_id"] == guessed.correlation_id
+    assert last["status"] == "timeout"
