@@ -514,6 +514,12 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=4, help="QoS 1 messages in flight per device")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument(
+        "--worker-store",
+        choices=["auto", "postgresql"],
+        default="auto",
+        help="auto: SQLite for one worker (it owns the data dir), PostgreSQL for more",
+    )
     ap.add_argument("--skip", nargs="*", default=[], choices=["embedded", "bare", "mosquitto"])
     args = ap.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
@@ -536,7 +542,7 @@ def main() -> None:
             results.append(bench_bare_mosquitto(n, m, args.window, tmp))
             print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
             for w in args.workers:
-                pg = None if w == 1 else args.pg_url
+                pg = None if w == 1 and args.worker_store == "auto" else args.pg_url
                 results.append(bench_mosquitto(n, m, args.window, w, tmp, pg))
                 print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
