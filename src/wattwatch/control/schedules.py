@@ -178,6 +178,7 @@ class ControlScheduler:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
 
     # -- schedules ------------------------------------------------------------------------
     def _site_of(self, principal: Principal, body: ScheduleCreate) -> dict[str, Any]:
@@ -394,10 +395,12 @@ class ControlScheduler:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="control-schedules")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self._stopping = True  # also ends the loop if a cancel is lost (wait_for, 3.11)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -414,7 +417,7 @@ class ControlScheduler:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             try:
                 await self.run_due()
                 upcoming = await asyncio.to_thread(self.store.next_due_ms)
