@@ -106,7 +106,8 @@ def test_energy_budget_per_local_day(env: Any) -> None:
                 kind="energy_budget", site_id=env.site_id, device_id=None, budget_wh=1000
             )
             pts = [(day + i * 60_000, 50_000.0 + 100 * i) for i in range(10)]
-            await env.send(pts, metric="energy_wh")
+            await env.send(pts[:4], metric="energy_wh")  # reading by reading
+            await env.send(pts[4:], metric="energy_wh")  # one step: counter delta of the batch
             assert await env.list() == []  # 900 Wh
             await env.send([(day + 10 * 60_000, 51_100.0)], metric="energy_wh")
             (alert,) = await env.list("active")
@@ -122,8 +123,9 @@ def test_energy_budget_per_local_day(env: Any) -> None:
 def test_sudden_change_against_the_hourly_profile(env: Any) -> None:
     async def main() -> None:
         async with env.running():
-            await env.rule(kind="sudden_change", min_samples=30, window_s=60, min_delta=200)
-            # A fridge around 100 W for an hour, then 1.5 kW at the same hour of the day.
+            await env.rule(kind="sudden_change", min_samples=10, window_s=60, min_delta=200)
+            # A fridge around 100 W for 20 minutes (the profile learns minute means), then
+            # 1.5 kW at the same hour of the day.
             usual = [(T0 + i * 10_000, 100.0 + (i % 5) * 10) for i in range(120)]
             await env.send(usual)
             assert await env.list() == []

@@ -168,7 +168,9 @@ class SuddenChangeRule(RuleBase):
     factor: float = Field(4.0, gt=0, description="how many usual deviations away")
     min_delta: float = Field(200.0, ge=0, description="and at least this far, metric units")
     window_s: float = Field(300.0, gt=0, description="smoothing time constant")
-    min_samples: int = Field(60, ge=2, description="readings learned per hour before judging")
+    min_samples: int = Field(
+        60, ge=2, description="minutes learned for an hour of the day before judging it"
+    )
     for_s: float = Field(0, ge=0, le=7 * 86400)
 
 

@@ -14,6 +14,7 @@ from datetime import date
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import orjson
 
 from wattwatch.alerts.conditions import (
@@ -90,6 +91,7 @@ def _ms(when: Any) -> int:
 
 
 _TS = itemgetter(1)
+_ENERGY = itemgetter(3)
 
 
 class Columns:
@@ -294,6 +296,9 @@ class LevelRuntime(RuleRuntime):
         return True
 
 
+MINUTE_MS = 60_000
+
+
 @dataclass(slots=True)
 class _Sudden:
     debounce: Debounce
@@ -301,10 +306,20 @@ class _Sudden:
     hours: LocalHour
     smooth: float = 0.0
     smooth_ts: int | None = None
+    last_ts: int | None = None  # newest reading seen
+    minute: int = -1  # the minute being summed (epoch minutes) ...
+    minute_sum: float = 0.0  # ... its readings' sum and count
+    minute_n: int = 0
 
 
 class SuddenChangeRuntime(RuleRuntime):
-    """sudden_change: the smoothed metric far from its usual level for the local hour."""
+    """sudden_change: the smoothed metric far from its usual level for the local hour.
+
+    It works on minute means, not single readings: a minute is judged (and learned) once a
+    reading of a later minute shows it is complete. That is what "usual level" means at
+    this scale, it is steadier than 5-second readings, and it keeps the per-reading cost to
+    a numpy sum.
+    """
 
     def __init__(self, record: dict[str, Any], rule: Rule) -> None:
         super().__init__(record, rule)
@@ -314,56 +329,67 @@ class SuddenChangeRuntime(RuleRuntime):
         self.targets: dict[str, _Sudden] = {}
 
     def feed(self, eng: AlertEngine, dev: DeviceInfo, channel: str, cols: Columns) -> None:
-        r = self.r
-        ts, vals = cols.get(r.metric)
+        ts, vals = cols.get(self.r.metric)
         key = f"{dev.id}/{channel}"
         st = self.targets.get(key)
         if st is None:
             st = self.targets[key] = _Sudden(
-                Debounce(int(r.for_s * 1000)), HourlyProfile(), LocalHour(dev.timezone)
+                Debounce(int(self.r.for_s * 1000)), HourlyProfile(), LocalHour(dev.timezone)
             )
-        deb, prof = st.debounce, st.profile
         start = 0
-        if deb.last_ts is not None and ts and ts[0] <= deb.last_ts:
-            start = bisect_right(ts, deb.last_ts)  # already judged
-        # Locals: this loop runs once per reading.
-        smooth, smooth_ts, tau = st.smooth, st.smooth_ts, self.tau_ms
-        counts, means, hour_of = prof.n, prof.mean, st.hours.hour_of
-        last_dt, k = -1, 0.0
-        for i in range(start, len(ts)):
-            t, v = ts[i], vals[i]
-            if smooth_ts is None or t - smooth_ts > MAX_INTEGRATION_GAP_MS:
-                smooth = v
-            else:
-                dt = t - smooth_ts
-                if dt != last_dt:  # readings usually come at a fixed interval
-                    last_dt, k = dt, 1 - math.exp(-dt / tau)
-                smooth += k * (v - smooth)
-            smooth_ts = t
-            hour = hour_of(t)
-            bad = good = False
-            if counts[hour] >= r.min_samples:
-                off = abs(smooth - means[hour])
-                limit = max(r.factor * prof.spread(hour), r.min_delta)
-                bad, good = off > limit, off <= limit / 2
-            if deb.active or bad or deb.pending_since is not None:
-                outcome = deb.step(t, bad, good)
-                if outcome == RAISE:
-                    usual = means[hour]
-                    msg = (
-                        f"{r.name}: {r.metric} {_fmt(smooth)} on {dev.name} ({channel}), "
-                        f"usually {_fmt(usual)} at this hour"
-                    )
-                    eng.raise_alert(self, key, dev, channel, t, v, msg, {"usual": usual})
-                elif outcome == UPDATE:
-                    eng.update_alert(self, key, t, v)
-                elif outcome == CLEAR:
-                    eng.clear_alert(self, key, t, v)
-            if not deb.active and deb.pending_since is None and not bad:
-                prof.learn(hour, v)  # learn only from normal times
-        st.smooth, st.smooth_ts = smooth, smooth_ts
-        if start < len(ts):
-            deb.last_ts = ts[-1]
+        if st.last_ts is not None and ts and ts[0] <= st.last_ts:
+            start = bisect_right(ts, st.last_ts)  # already seen
+        if start >= len(ts):
+            return
+        st.last_ts = ts[-1]
+        t_arr = np.asarray(ts[start:], dtype=np.int64)
+        v_arr = np.asarray(vals[start:], dtype=np.float64)
+        minutes = t_arr // MINUTE_MS
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(minutes)) + 1))
+        sums = np.add.reduceat(v_arr, starts)
+        counts = np.diff(np.append(starts, len(v_arr)))
+        for minute, total, n in zip(
+            minutes[starts].tolist(), sums.tolist(), counts.tolist(), strict=True
+        ):
+            if minute == st.minute:
+                st.minute_sum += total
+                st.minute_n += n
+                continue
+            if st.minute_n:
+                self._judge(eng, dev, channel, key, st, st.minute_sum / st.minute_n)
+            st.minute, st.minute_sum, st.minute_n = minute, total, n
+
+    def _judge(
+        self, eng: AlertEngine, dev: DeviceInfo, channel: str, key: str, st: _Sudden, v: float
+    ) -> None:
+        """Step the rule with one complete minute's mean ``v``."""
+        r, deb, prof = self.r, st.debounce, st.profile
+        t = (st.minute + 1) * MINUTE_MS  # when the minute was complete
+        if st.smooth_ts is None or t - st.smooth_ts > MAX_INTEGRATION_GAP_MS:
+            st.smooth = v
+        else:
+            st.smooth += (1 - math.exp(-(t - st.smooth_ts) / self.tau_ms)) * (v - st.smooth)
+        st.smooth_ts = t
+        hour = st.hours.hour_of(t - 1)
+        bad = good = False
+        if prof.n[hour] >= r.min_samples:
+            off = abs(st.smooth - prof.mean[hour])
+            limit = max(r.factor * prof.spread(hour), r.min_delta)
+            bad, good = off > limit, off <= limit / 2
+        outcome = deb.step(t, bad, good)
+        if outcome == RAISE:
+            usual = prof.mean[hour]
+            msg = (
+                f"{r.name}: {r.metric} {_fmt(st.smooth)} on {dev.name} ({channel}), "
+                f"usually {_fmt(usual)} at this hour"
+            )
+            eng.raise_alert(self, key, dev, channel, t, v, msg, {"usual": usual})
+        elif outcome == UPDATE:
+            eng.update_alert(self, key, t, v)
+        elif outcome == CLEAR:
+            eng.clear_alert(self, key, t, v)
+        if not deb.active and deb.pending_since is None and not bad:
+            prof.learn(hour, v)  # learn only from normal times
 
 
 @dataclass(slots=True)
@@ -410,8 +436,38 @@ class EnergyBudgetRuntime(RuleRuntime):
         self.state.total_mwh = energy_mwh
 
     def feed(self, eng: AlertEngine, dev: DeviceInfo, channel: str, cols: Columns) -> None:
+        if not self._counter_within_day(cols):
+            self._feed_rows(eng, cols.rows)
+
+    def _counter_within_day(self, cols: Columns) -> bool:
+        """The common batch in one step: all within today, a counter on every reading, never
+        going back, newer than what was seen, and not reaching the budget (which needs the
+        exact reading that crossed it). Then the energy used is last counter - previous."""
+        s, rows = self.state, cols.rows
+        first, last = rows[0], rows[-1]
+        prev = s.prev.get(first[0])
+        if s.day is None or (prev is not None and (prev[2] is None or first[1] <= prev[0])):
+            return False
+        if self.days.day_of(last[1]) < s.day:  # a day already closed (an old upload)
+            s.prev[last[0]] = (last[1], last[2], last[3])
+            return True
+        if last[1] >= s.day_end_ms or self.days.day_of(first[1]) != s.day:
+            return False
+        # With no earlier reading of the channel, the energy before the first one is unknown
+        # (the reading-by-reading path skips it too).
+        counter = [prev[2], *map(_ENERGY, rows)] if prev is not None else list(map(_ENERGY, rows))
+        if None in counter or counter != sorted(counter):
+            return False
+        used = counter[-1] - counter[0]
+        if not s.active and s.total_mwh + used > self.budget_mwh:
+            return False
+        s.total_mwh += used
+        s.prev[last[0]] = (last[1], last[2], last[3])
+        return True
+
+    def _feed_rows(self, eng: AlertEngine, rows: list[StoredRow]) -> None:
         s = self.state
-        for row in cols.rows:
+        for row in rows:
             ts = row[1]
             prev = s.prev.get(row[0])
             if prev is not None and ts <= prev[0]:
