@@ -169,6 +169,8 @@ class Wattwatch:
             consume=consume,
             on_presence=self.device_status,
         )
+        if self.hooks is not None:  # alert rules can notify to an MQTT topic through it
+            self.hooks.context.publish = self.mqtt.publish
         return self.mqtt
 
     def device_status(self, device_id: int, org_id: int, online: bool, ts_ms: int) -> None:
