@@ -280,7 +280,8 @@ class ControlService:
             if message.startswith("no answer on"):
                 message = f"{device['name']} did not answer within {timeout_s:g} s"
             values.update(status="timeout", error=message)
-        except (WattwatchError, ValueError, OSError) as exc:
+        except (WattwatchError, ValueError, OSError, RuntimeError) as exc:
+            # Refused by the broker, broker not running, a bad topic: recorded, never a 500.
             values.update(status="error", error=str(exc)[:2000] or type(exc).__name__)
         values["completed_ms"] = max(self.clock(), started)
         state = values.get("state") if values["status"] == "ok" else None
