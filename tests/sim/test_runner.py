@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ServerProcess, free_port, login
+from tests.conftest import ServerProcess, login
 
 from wattwatch.domain import DeviceKind, DeviceProtocol, DeviceRef
 from wattwatch.protocols import adapter_for
 from wattwatch.sim import Site, to_readings
-from wattwatch.sim.provision import ApiRegistrar, SimDevice, plan_devices
+from wattwatch.sim.provision import ApiRegistrar, SimDevice, plan_devices, provision
 from wattwatch.sim.runner import HttpSender, MqttSender, Runner, mqtt_reachable
 from wattwatch.sim.schedules import SiteKind
 from wattwatch.sim.simulate import FleetSpec, simulate_remote
@@ -221,45 +221,63 @@ def _matches(topic: str, pattern: str) -> bool:
 
 
 def test_mqtt_devices_into_wattwatch(tmp_path: Path, server_factory: Any) -> None:
-    """Each protocol's devices connect to wattwatch's own broker with their credentials and
-    their readings are stored (native/ThingsBoard with the devices' timestamps)."""
-    mqtt_port = free_port()
-    srv: ServerProcess = server_factory(tmp_path / "data", "--mqtt-port", str(mqtt_port))
+    """Each protocol's devices connect to wattwatch's own broker with their credentials, their
+    readings are stored, and plugs switched through the commands API answer and go quiet."""
+    srv: ServerProcess = server_factory(tmp_path / "data")
     assert srv.password
     api = login(srv.url, "owner@localhost", srv.password)
     registrar = ApiRegistrar(api)
-    fleet = FleetSpec(SiteKind.OFFICE, devices=6, seed=8, name="mqtt-office")
+    devices = FleetSpec(SiteKind.OFFICE, devices=6, seed=8, name="mqtt-office").build()
     t0 = int(time.time() * 1000)
-    report = asyncio.run(
-        simulate_remote(
-            registrar,
-            fleet,
-            url=srv.url,
-            duration_s=6,
-            mqtt=("127.0.0.1", mqtt_port),
-        )
-    ).to_json()
-    live = report["live"]
+    provision(registrar, devices, start_ms=t0)
+    plugs = [d for d in devices if d.has_relay and d.protocol != DeviceProtocol.HTTP]
+    assert {d.protocol for d in plugs} == {"tasmota", "shelly", "native"}
+    switched: dict[str, int] = {}
+
+    async def run() -> dict[str, Any]:
+        http = HttpSender(srv.url)
+        sender = MqttSender("127.0.0.1", srv.mqtt_port, http)
+        runner = Runner(devices, http, sender)
+        await sender.start(devices, runner.stats)
+        stop = asyncio.Event()
+        live = asyncio.create_task(runner.live(stop=stop))
+        await asyncio.sleep(1.5)
+        async with httpx.AsyncClient(base_url=srv.url, headers=api.headers, timeout=30) as c:
+            for d in plugs:
+                r = await c.post(f"/api/v1/devices/{d.device_id}/commands", json={"action": "off"})
+                assert r.status_code == 200, (d.protocol, r.text)
+                assert r.json()["ok"] and r.json()["state"] == 0, (d.protocol, r.json())
+                switched[d.uid] = int(time.time() * 1000)
+            panel = next(d for d in devices if d.kind == DeviceKind.PANEL)
+            r = await c.post(f"/api/v1/devices/{panel.device_id}/commands", json={"action": "on"})
+            assert r.status_code == 422 and "only plugs" in r.text  # a meter has no relay
+        await asyncio.sleep(6)  # every device reports again (5 s steps)
+        stop.set()
+        await live
+        await sender.close()
+        await http.close()
+        return runner.stats.to_json()
+
+    live = asyncio.run(run())
     assert live["errors"] == 0, live["last_error"]
-    assert live["readings"] > 0
-    devices = {d["uid"]: d for d in api.get("/api/v1/devices").json()}
-    assert {d["protocol"] for d in devices.values()} == {
-        "native",
-        "thingsboard",
-        "tasmota",
-        "shelly",
-        "http",
-    }
+    assert live["commands"] == len(plugs)
     stored = 0
-    for dev in devices.values():
+    for d in devices:
         r = api.get(
-            f"/api/v1/devices/{dev['id']}/readings",
+            f"/api/v1/devices/{d.device_id}/readings",
             params={"from": t0 - 60_000, "interval": "raw", "limit": 100_000},
         )
         points = r.json()["points"]
-        assert points, dev["protocol"]
-        stored += len(points)
+        assert points, d.protocol
+        # Command answers also report the relay state (a reading of state alone).
+        stored += sum(p["power_w"] is not None for p in points)
+        if d.uid in switched:
+            # Readings taken after the switch (a reading is generated at its time, and the
+            # relay opened before the command's answer): no power. Relay-only messages
+            # (Tasmota's stat/POWER) carry a state and no power.
+            after = [p for p in points if p["ts"] > switched[d.uid] and p["power_w"] is not None]
+            assert after and all(p["power_w"] == 0 for p in after), (d.protocol, after)
     # Every reading published with QoS 1 was acknowledged after commit, so it is stored.
-    assert stored >= live["readings"]
+    assert stored == live["readings"]
     api.close()
     registrar.close()

@@ -341,6 +341,34 @@ class MqttDevice:
             self._acks.pop(info.mid, None)
             raise RemoteError(f"{self.dev.uid}: no PUBACK within {timeout_s:g} s") from None
 
+    async def publish_many(
+        self, msgs: Sequence[payloads.Publish], qos: int = 1, timeout_s: float = 60.0
+    ) -> None:
+        """Publish in order without waiting in between (the broker may commit them together);
+        return once every one is acknowledged."""
+        pending: list[asyncio.Future[None]] = []
+        for msg in msgs:
+            info = self.client.publish(msg.topic, msg.payload, qos=qos, retain=msg.retain)
+            if info.rc != self.mqtt.MQTT_ERR_SUCCESS:
+                raise RemoteError(
+                    f"{self.dev.uid}: publish failed: {self.mqtt.error_string(info.rc)}"
+                )
+            if qos and not info.is_published():
+                fut = self.loop.create_future()
+                self._acks[info.mid] = fut
+                pending.append(fut)
+        if not pending:
+            return
+        try:
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*pending, return_exceptions=True), timeout_s
+            )
+        except TimeoutError:
+            raise RemoteError(f"{self.dev.uid}: no PUBACK within {timeout_s:g} s") from None
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
     def publish_nowait(self, msg: payloads.Publish, qos: int = 1) -> None:
         self.client.publish(msg.topic, msg.payload, qos=qos, retain=msg.retain)
 
@@ -600,13 +628,13 @@ class MqttSender:
             except (RemoteError, OSError, TimeoutError) as exc:
                 stats.error(f"{dev.uid}: reconnect failed: {exc}")
                 return
-        for msg in mqtt_messages(dev, columns):
-            try:
-                await conn.publish(msg, qos=self.qos)
-            except RemoteError as exc:
-                stats.error(str(exc))
-                return
-            stats.messages += 1
+        msgs = mqtt_messages(dev, columns)
+        try:
+            await conn.publish_many(msgs, qos=self.qos)
+        except RemoteError as exc:
+            stats.error(str(exc))
+            return
+        stats.messages += len(msgs)
 
     async def close(self, *, clean: bool = True) -> None:
         await asyncio.gather(
