@@ -26,11 +26,15 @@ if TYPE_CHECKING:
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="data directory [env WATTWATCH_DATA_DIR; ./wattwatch-data]"),
+    typer.Option(
+        "--data-dir", help="data directory (env WATTWATCH_DATA_DIR; default ./wattwatch-data)"
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="sqlite:///file.db [env WATTWATCH_DATABASE_URL]"),
+    typer.Option(
+        "--database-url", help="sqlite:///file.db or postgresql://… (env WATTWATCH_DATABASE_URL)"
+    ),
 ]
 PROTOCOLS = ("mixed", "native", "thingsboard", "tasmota", "shelly", "http")
 
@@ -52,12 +56,14 @@ def _err(line: str) -> None:
 def demo(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
-    http_host: Annotated[str | None, typer.Option(help="HTTP listen address [127.0.0.1]")] = None,
+    http_host: Annotated[
+        str | None, typer.Option(help="HTTP listen address (default 127.0.0.1)")
+    ] = None,
     http_port: Annotated[
-        int | None, typer.Option(help="HTTP port [8080, or a free one when 8080 is taken]")
+        int | None, typer.Option(help="HTTP port (default 8080, or a free one when 8080 is taken)")
     ] = None,
     mqtt_port: Annotated[
-        int | None, typer.Option(help="MQTT port [1883, or a free one when 1883 is taken]")
+        int | None, typer.Option(help="MQTT port (default 1883, or a free one when 1883 is taken)")
     ] = None,
     no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="devices upload over HTTP")] = False,
     history_days: Annotated[float, typer.Option(help="days of history to fill in", min=0)] = 30.0,
@@ -212,7 +218,8 @@ def simulate(
     step: Annotated[float, typer.Option(help="seconds between readings", min=0.1)] = 5.0,
     speed: Annotated[float, typer.Option(help="simulated seconds per second", min=1.0)] = 1.0,
     duration: Annotated[
-        float | None, typer.Option(help="seconds of live reporting [until Ctrl-C]; 0: none")
+        float | None,
+        typer.Option(help="seconds of live reporting (default: until Ctrl-C; 0: none)"),
     ] = None,
     backfill_days: Annotated[
         float, typer.Option(help="first upload N days of history at full speed", min=0)
@@ -221,7 +228,9 @@ def simulate(
     email: Annotated[str | None, typer.Option(help="login of an admin/owner (with --url)")] = None,
     password: Annotated[str | None, typer.Option(help="its password")] = None,
     password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False,
-    mqtt_host: Annotated[str | None, typer.Option(help="MQTT broker [the URL's host]")] = None,
+    mqtt_host: Annotated[
+        str | None, typer.Option(help="MQTT broker host (default: the URL's host)")
+    ] = None,
     mqtt_port: Annotated[
         int | None, typer.Option(help="MQTT port; without it devices upload over HTTP")
     ] = None,
