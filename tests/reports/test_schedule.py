@@ -141,7 +141,13 @@ def test_loop_delivers_due_schedules(month: Month) -> None:
             clock.now_ms = record["next_run_ms"] + 1  # due; the loop is started after
             sched.start()
             deadline = time.monotonic() + 180  # a loaded CI machine renders slowly
-            while not inbox.messages and time.monotonic() < deadline:
+
+            def settled() -> bool:
+                # The mail arrives before the delivery row is updated: wait for both.
+                rows = sched.store.list_deliveries(month.owner.org_id, record["id"])
+                return bool(inbox.messages) and bool(rows) and rows[0]["status"] != "sending"
+
+            while not settled() and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             await sched.stop()
             sent = sched.store.list_deliveries(month.owner.org_id, record["id"])
