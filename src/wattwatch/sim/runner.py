@@ -567,11 +567,14 @@ def mqtt_messages(dev: SimDevice, columns: Columns) -> list[payloads.Publish]:
         out: list[payloads.Publish] = []
         for i in range(0, len(readings), MQTT_BATCH_ITEMS):
             part = readings[i : i + MQTT_BATCH_ITEMS]
-            if dev.protocol == DeviceProtocol.THINGSBOARD:
-                # ThingsBoard has no channels: a single-channel device just omits it.
-                for r in part:
-                    r.channel = None
-            out += payloads.encode_for(dev.protocol, dev.address, part, tz=dev.site.tz)
+            if dev.protocol == DeviceProtocol.NATIVE:
+                out.append(payloads.encode_native(dev.address, part))
+                continue
+            # ThingsBoard has no channels (a single-channel device just omits it), and
+            # hand-written firmware uses short keys ("power", "powerFactor"…).
+            for r in part:
+                r.channel = None
+            out.append(payloads.encode_thingsboard(part, payloads.THINGSBOARD_SHORT_KEYS))
         return out
     return payloads.encode_for(dev.protocol, dev.address, readings, tz=dev.site.tz)
 
