@@ -163,26 +163,30 @@ def test_each_protocol_over_a_real_broker(tmp_path: Path) -> None:
         http = HttpSender("http://127.0.0.1:9")  # unused: no HTTP devices here
         sender = MqttSender("127.0.0.1", 1883, http)
         runner = Runner(devices, http, sender)
-        await sender.start(devices, runner.stats)
-        await runner.tick(t1)
-        assert runner.stats.errors == 0, runner.stats.last_error
-        # Commands, as wattwatch's adapters encode them, while the devices are connected.
-        for d in devices:
-            ref = DeviceRef(1, d.uid, d.protocol, d.address)
-            msg = adapter_for(d.protocol).encode_command(ref, "off", command_id)
-            sent[d.uid] = msg
-            listener.publish(msg.topic, msg.payload)
-        deadline = time.monotonic() + 20
-        while runner.stats.commands < len(devices) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert runner.stats.commands >= len(devices)
-        await runner.tick(t1 + 30_000)
-        await sender.close()
-        await http.close()
+        try:
+            await sender.start(devices, runner.stats)
+            await runner.tick(t1)
+            assert runner.stats.errors == 0, runner.stats.last_error
+            # Commands, as wattwatch's adapters encode them, while the devices are connected.
+            for d in devices:
+                ref = DeviceRef(1, d.uid, d.protocol, d.address)
+                msg = adapter_for(d.protocol).encode_command(ref, "off", command_id)
+                sent[d.uid] = msg
+                listener.publish(msg.topic, msg.payload)
+            deadline = time.monotonic() + 20
+            while runner.stats.commands < len(devices) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert runner.stats.commands >= len(devices)
+            await runner.tick(t1 + 30_000)
+        finally:
+            await sender.close()
+            await http.close()
 
-    asyncio.run(run())
-    received = listener.drain()
-    listener.close()
+    try:
+        asyncio.run(run())
+        received = listener.drain()
+    finally:
+        listener.close()
 
     for d in devices:
         adapter = adapter_for(d.protocol)
@@ -251,24 +255,28 @@ def test_mqtt_devices_into_wattwatch(tmp_path: Path, server_factory: Any) -> Non
         http = HttpSender(srv.url)
         sender = MqttSender("127.0.0.1", srv.mqtt_port, http)
         runner = Runner(devices, http, sender)
-        await sender.start(devices, runner.stats)
-        stop = asyncio.Event()
-        live = asyncio.create_task(runner.live(stop=stop))
-        await asyncio.sleep(1.5)
-        async with httpx.AsyncClient(base_url=srv.url, headers=api.headers, timeout=30) as c:
-            for d in plugs:
-                r = await c.post(f"/api/v1/devices/{d.device_id}/commands", json={"action": "off"})
-                assert r.status_code == 200, (d.protocol, r.text)
-                assert r.json()["ok"] and r.json()["state"] == 0, (d.protocol, r.json())
-                switched[d.uid] = int(time.time() * 1000)
-            panel = next(d for d in devices if d.kind == DeviceKind.PANEL)
-            r = await c.post(f"/api/v1/devices/{panel.device_id}/commands", json={"action": "on"})
-            assert r.status_code == 422 and "only plugs" in r.text  # a meter has no relay
-        await asyncio.sleep(6)  # every device reports again (5 s steps)
-        stop.set()
-        await live
-        await sender.close()
-        await http.close()
+        try:
+            await sender.start(devices, runner.stats)
+            stop = asyncio.Event()
+            live = asyncio.create_task(runner.live(stop=stop))
+            await asyncio.sleep(1.5)
+            async with httpx.AsyncClient(base_url=srv.url, headers=api.headers, timeout=30) as c:
+                for d in plugs:
+                    path = f"/api/v1/devices/{d.device_id}/commands"
+                    r = await c.post(path, json={"action": "off"})
+                    assert r.status_code == 200, (d.protocol, r.text)
+                    assert r.json()["ok"] and r.json()["state"] == 0, (d.protocol, r.json())
+                    switched[d.uid] = int(time.time() * 1000)
+                panel = next(d for d in devices if d.kind == DeviceKind.PANEL)
+                path = f"/api/v1/devices/{panel.device_id}/commands"
+                r = await c.post(path, json={"action": "on"})
+                assert r.status_code == 422 and "only plugs" in r.text  # a meter has no relay
+            await asyncio.sleep(6)  # every device reports again (5 s steps)
+            stop.set()
+            await live
+        finally:
+            await sender.close()
+            await http.close()
         return runner.stats.to_json()
 
     live = asyncio.run(run())
