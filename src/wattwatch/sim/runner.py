@@ -48,6 +48,8 @@ HTTP_BATCH_READINGS: Final = 5_000
 # Items per native/ThingsBoard MQTT message (the server refuses more than MAX_ITEMS).
 MQTT_BATCH_ITEMS: Final = min(500, MAX_ITEMS)
 _RETRY_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+# Their messages carry no usable time: the server stamps each reading when it arrives.
+_STAMPED_ON_RECEIPT: Final = frozenset({DeviceProtocol.TASMOTA, DeviceProtocol.SHELLY})
 
 
 @dataclass
@@ -633,7 +635,14 @@ class MqttSender:
                 return
         msgs = mqtt_messages(dev, columns)
         try:
-            await conn.publish_many(msgs, qos=self.qos)
+            if dev.protocol in _STAMPED_ON_RECEIPT:
+                # One at a time, as such firmware sends them: the server stamps each on
+                # receipt, and two readings of one channel in the same millisecond would be
+                # one reading (and a duplicate).
+                for msg in msgs:
+                    await conn.publish(msg, qos=self.qos)
+            else:
+                await conn.publish_many(msgs, qos=self.qos)
         except RemoteError as exc:
             stats.error(str(exc))
             return
