@@ -6,12 +6,14 @@ WattwatchError
 ├── SchemaTooNew           the data was written by a newer wattwatch
 ├── NotFound               no such record (or not visible to the caller: tenant isolation)
 ├── Conflict               the record already exists / state forbids it
+│   └── NoModel            no trained AI model for the device yet
 ├── InvalidInput           a request that cannot be carried out as given
 ├── AuthError              missing or wrong credentials
 │   └── Forbidden          authenticated, but the role does not allow it
 ├── RateLimited            too many attempts; retry later
 ├── DeviceTimeout          a device did not answer a command in time
 ├── Overloaded             ingest queue full for too long
+├── Unavailable            an optional part is not installed (e.g. the [ml] extra)
 └── RemoteError            a wattwatch server or broker refused a client or was unreachable
 """
 
@@ -42,6 +44,10 @@ class Conflict(WattwatchError):
     code = "conflict"
 
 
+class NoModel(Conflict):
+    code = "no_model"
+
+
 class InvalidInput(WattwatchError):
     code = "invalid_input"
 
@@ -64,6 +70,10 @@ class DeviceTimeout(WattwatchError):
 
 class Overloaded(WattwatchError):
     code = "overloaded"
+
+
+class Unavailable(WattwatchError):
+    code = "unavailable"
 
 
 class RemoteError(WattwatchError):

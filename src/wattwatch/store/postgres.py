@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.engine import make_url
 
 from wattwatch.errors import ConfigError, SchemaTooNew
 from wattwatch.store import rollups
 from wattwatch.store.base import StoredRow
 from wattwatch.store.registry import SqlRegistry
-from wattwatch.store.schema import SCHEMA_VERSION, metadata
+from wattwatch.store.schema import AI_TABLES, SCHEMA_VERSION, create_ddl, metadata
 from wattwatch.store.sqlstore import SqlStore, upsert_sql
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ _DATA_DDL: tuple[str, ...] = (
         ch integer PRIMARY KEY, ts bigint NOT NULL, p bigint, e bigint)""",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: create_ddl(AI_TABLES, postgresql_dialect.dialect()),
+}
 
 # Column lists in StoredRow / rollup-row order, and their types for binary COPY.
 _COLUMNS = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -10,15 +12,18 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 # Bump when the schema changes, and add the step to ``MIGRATIONS`` in the backend modules.
-SCHEMA_VERSION = 1
+# 2: ai_labels, ai_models (issue 10).
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -370,3 +375,48 @@ control_schedule_runs = Table(
     UniqueConstraint("schedule_id", "due_ms", "event_index", name="uq_control_schedule_runs_slot"),
     Index("ix_control_schedule_runs_schedule", "schedule_id", "due_ms"),
 )
+
+
+# -- AI (issue 10): appliance labels and versioned models ---------------------------------
+# "This was the kettle": one on-interval of an appliance behind a device's aggregate.
+# source: user (API), seed (imported labelling period), plug (materialised from a sub-meter).
+ai_labels = Table(
+    "ai_labels",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("appliance", String(120), nullable=False),
+    Column("start_ms", BigInteger, nullable=False),
+    Column("end_ms", BigInteger, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("created_by", String(400), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_ai_labels_device", "device_id", "start_ms"),
+)
+
+# One row per trained model of a device: kind (nilm | clusters), a version counting up per
+# (device, kind), the metrics it scored, and the blob ``wattwatch.ai.models.dump_model`` wrote.
+ai_models = Table(
+    "ai_models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", ForeignKey("devices.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+    UniqueConstraint("device_id", "kind", "version", name="uq_ai_models_version"),
+)
+
+AI_TABLES = (ai_labels, ai_models)
+
+
+def create_ddl(tables: tuple[Table, ...], dialect: Any) -> tuple[str, ...]:
+    """CREATE TABLE / INDEX statements (IF NOT EXISTS) of ``tables`` for a migration step."""
+    out: list[str] = []
+    for table in tables:
+        out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip())
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            out.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+    return tuple(out)

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from wattwatch.errors import ConfigError, DataDirLocked, SchemaTooNew
 from wattwatch.store import rollups
 from wattwatch.store.registry import SqlRegistry
-from wattwatch.store.schema import SCHEMA_VERSION, metadata
+from wattwatch.store.schema import AI_TABLES, SCHEMA_VERSION, create_ddl, metadata
 from wattwatch.store.sqlstore import ROLLUP_TABLES, SqlStore, rollup_point, upsert_sql
 
 _READINGS_DDL = (
@@ -35,7 +36,9 @@ _READINGS_DDL = (
 
 # Steps from version N-1 to N, applied in order to an older data dir. Version 1 is the
 # initial schema, created whole on a new data dir.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: create_ddl(AI_TABLES, sqlite_dialect.dialect()),
+}
 
 __all__ = ["ROLLUP_TABLES", "DataDirLock", "SqliteStore", "rollup_point", "upsert_sql"]
 

@@ -22,6 +22,7 @@ STATUS: dict[type[errors.WattwatchError], int] = {
     errors.RateLimited: 429,
     errors.DeviceTimeout: 504,
     errors.Overloaded: 503,
+    errors.Unavailable: 503,
 }
 
 
