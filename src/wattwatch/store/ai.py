@@ -48,7 +48,9 @@ class SqlAiStore:
         ids: list[int] = []
         with self.engine.begin() as conn:
             for row in rows:
-                ids.append(int(conn.execute(insert(ai_labels).values(**row)).inserted_primary_key[0]))
+                ids.append(
+                    int(conn.execute(insert(ai_labels).values(**row)).inserted_primary_key[0])
+                )
         return ids
 
     def list_labels(
