@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from wattwatch.ai.service import AiScheduler, AiService
 from wattwatch.alerts.engine import AlertEngine
 from wattwatch.alerts.service import AlertService
 from wattwatch.backup.maintenance import Maintenance
@@ -27,6 +28,7 @@ from wattwatch.registry.service import Bootstrap, RegistryService
 from wattwatch.reports.mail import ReportMailer, SmtpSettings
 from wattwatch.reports.schedule import ReportScheduler
 from wattwatch.reports.service import ReportService
+from wattwatch.store.ai import SqlAiStore
 from wattwatch.store.alerts import SqlAlertStore
 from wattwatch.store.control import SqlControlStore
 from wattwatch.store.reports import SqlReportStore
@@ -74,6 +76,9 @@ class Wattwatch:
     revoker: SessionRevoker | None = None
     # MQTT (embedded broker or external-broker client): built by ``enable_mqtt``.
     mqtt: MqttService | None = None
+    # Appliance detection, forecasts, model lifecycle; retraining and anomaly checks.
+    ai: AiService | None = None
+    ai_scheduler: AiScheduler | None = None
 
     def __post_init__(self) -> None:
         if self.control is None:
@@ -93,6 +98,7 @@ class Wattwatch:
         )
         alerts, hooks, webhooks = build_alerts_and_hooks(settings, store, pipeline)
         reports, report_scheduler = build_reports(settings, store)
+        ai, ai_scheduler = build_ai(settings, store, alerts)
         live = LiveHub(
             lambda device_id: {c["id"]: c["name"] for c in store.registry.list_channels(device_id)}
         )
@@ -118,6 +124,8 @@ class Wattwatch:
             alerts=alerts,
             hooks=hooks,
             webhooks=webhooks,
+            ai=ai,
+            ai_scheduler=ai_scheduler,
         )
 
     async def start(self) -> None:
@@ -132,6 +140,8 @@ class Wattwatch:
             self.report_scheduler.start()
         if self.maintenance is not None:
             self.maintenance.start()
+        if self.ai_scheduler is not None:
+            self.ai_scheduler.start()
         if self.control is not None and self.schedules is not None:
             await asyncio.to_thread(self.control.abandon_stale)
             if self.revoker is not None:
@@ -148,6 +158,8 @@ class Wattwatch:
             await self.report_scheduler.stop()
         if self.maintenance is not None:
             await self.maintenance.stop()
+        if self.ai_scheduler is not None:
+            await self.ai_scheduler.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()  # messages already read are committed before the pipeline ends
         await self.pipeline.stop()
@@ -208,6 +220,28 @@ def build_reports(settings: Settings, store: SqlStore) -> tuple[ReportService, R
     link_base = f"http://{settings.http_host}:{settings.http_port}"
     scheduler = ReportScheduler(service, report_store, ReportMailer(smtp), link_base=link_base)
     return service, scheduler
+
+def build_ai(
+    settings: Settings, store: SqlStore, alerts: AlertService
+) -> tuple[AiService, AiScheduler]:
+    """The AI service, and its background task: retraining and anomaly checks that raise
+    alerts through the ``anomaly`` rule kind."""
+    service = AiService(
+        store,
+        store.registry,
+        SqlAiStore(store.engine, store.read_engine),
+        keep_models=settings.ai_models_keep,
+        train_days=settings.ai_train_days,
+    )
+    scheduler = AiScheduler(
+        service,
+        retrain_interval_s=settings.ai_retrain_interval_s,
+        anomaly_interval_s=settings.ai_anomaly_interval_s,
+        anomaly_rules=alerts.store.enabled_rules,
+        raise_anomaly=alerts.engine.raise_anomaly,
+    )
+    return service, scheduler
+
 
 def build_alerts_and_hooks(
     settings: Settings, store: SqlStore, pipeline: IngestPipeline

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     delivery_timeout_s: float = Field(10.0, gt=0)
     plugins_enabled: bool = Field(True, description="load plugins of the 'wattwatch' entry points")
 
+    # AI (docs/ai.md, model lifecycle): scheduled retraining and anomaly checks while
+    # serving (0: off; both off without the [ml] extra); models kept per device and kind.
+    ai_retrain_interval_s: int = Field(7 * 24 * 3600, ge=0)
+    ai_anomaly_interval_s: int = Field(3600, ge=0)
+    ai_models_keep: int = Field(5, ge=1, le=100)
+    ai_train_days: int = Field(14, ge=1, le=120)
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
