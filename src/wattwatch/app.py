@@ -20,6 +20,7 @@ from wattwatch.hooks.dispatcher import HookDispatcher
 from wattwatch.hooks.notifiers import SmtpConfig
 from wattwatch.hooks.plugins import make_plugin_manager
 from wattwatch.hooks.service import WebhookService
+from wattwatch.ingest.limits import DeviceRateLimiter
 from wattwatch.ingest.pipeline import IngestPipeline
 from wattwatch.ingest.stats import IngestStats
 from wattwatch.live import LiveHub
@@ -79,8 +80,15 @@ class Wattwatch:
     # Appliance detection, forecasts, model lifecycle; retraining and anomaly checks.
     ai: AiService | None = None
     ai_scheduler: AiScheduler | None = None
+    # Per-device ingest rate limit, shared by HTTP, ThingsBoard HTTP and the embedded broker.
+    limits: DeviceRateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
+        self.limits = DeviceRateLimiter(
+            self.settings.device_rate_readings_per_s,
+            self.settings.device_burst_readings,
+            stats=self.stats,
+        )
         if self.control is None:
             self.control, self.schedules, self.revoker = build_control(self)
 
@@ -180,6 +188,7 @@ class Wattwatch:
             client_id=client_id,
             consume=consume,
             on_presence=self.device_status,
+            limits=self.limits,
         )
         if self.hooks is not None:  # alert rules can notify to an MQTT topic through it
             self.hooks.context.publish = self.mqtt.publish

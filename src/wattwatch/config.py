@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     ingest_queue_readings: int = Field(200_000, ge=1000)
     ingest_batch_readings: int = Field(20_000, ge=1)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # Abuse and limits (docs/reliability.md). Per device, over HTTP, ThingsBoard HTTP and the
+    # embedded broker: readings per second on average and at once (0 readings/s: no limit).
+    # 5,000/s is 80 × what a 64-channel panel reporting every second sends; the burst lets a
+    # day of 1 s backlog (86,400 readings) through in one upload.
+    device_rate_readings_per_s: float = Field(5000.0, ge=0)
+    device_burst_readings: int = Field(200_000, ge=1)
+    # HTTP server: connections beyond the cap are closed at once (established ones keep
+    # working); request headers must be complete within the header timeout (slowloris) and
+    # a request body within the body timeout; bodies of routes other than uploads are small.
+    http_max_connections: int = Field(1000, ge=1)
+    http_max_connections_per_ip: int = Field(0, ge=0, description="0: no limit")
+    http_keep_alive_s: float = Field(5.0, gt=0, le=3600)
+    http_header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    http_body_timeout_s: float = Field(120.0, gt=0, le=24 * 3600)
+    http_max_api_body_bytes: int = Field(1024 * 1024, ge=1024)
     login_token_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     log_level: str = "info"
     # Durability (docs/reliability.md): raw readings older than this many days are dropped,

@@ -10,7 +10,8 @@ WattwatchError
 ├── InvalidInput           a request that cannot be carried out as given
 ├── AuthError              missing or wrong credentials
 │   └── Forbidden          authenticated, but the role does not allow it
-├── RateLimited            too many attempts; retry later
+├── RateLimited            too many attempts or readings; retry later (``retry_after_s``)
+├── PayloadTooLarge        a request body over the size limit
 ├── DeviceTimeout          a device did not answer a command in time
 ├── Overloaded             ingest queue full for too long
 ├── Unavailable            an optional part is not installed (e.g. the [ml] extra)
@@ -62,6 +63,15 @@ class Forbidden(AuthError):
 
 class RateLimited(WattwatchError):
     code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        # When known: HTTP answers it as Retry-After (whole seconds, rounded up).
+        self.retry_after_s = retry_after_s
+
+
+class PayloadTooLarge(WattwatchError):
+    code = "too_large"
 
 
 class DeviceTimeout(WattwatchError):

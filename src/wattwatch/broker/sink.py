@@ -23,6 +23,7 @@ class Outcome(StrEnum):
     UNKNOWN_TOPIC = "unknown_topic"  # no protocol recognises the topic
     UNKNOWN_DEVICE = "unknown_device"  # the topic names no registered device
     TOO_LARGE = "too_large"  # over the maximum packet size
+    RATE_LIMITED = "rate_limited"  # QoS 0 over the device's rate limit: dropped
     PROTOCOL_ERROR = "protocol_error"  # malformed MQTT: the connection was closed
     CONNECT_REFUSED = "connect_refused"  # a CONNECT refused (credentials, client id, limits)
     ERROR = "error"  # our failure (store down…): not acknowledged, the sender retries

@@ -31,6 +31,7 @@ from wattwatch.broker.rpc import Match, Transport
 from wattwatch.broker.sink import Done, Inbound, Outcome
 from wattwatch.config import Settings
 from wattwatch.domain import CommandResult, DeviceProtocol, DeviceRef, Rejection, now_ms
+from wattwatch.ingest.limits import DeviceRateLimiter
 from wattwatch.ingest.pipeline import IngestPipeline, normalise
 from wattwatch.ingest.stats import IngestStats
 from wattwatch.protocols import adapter_for, identify, native
@@ -286,8 +287,13 @@ class MqttIngest:
         registry: SqlRegistry,
         stats: IngestStats,
         presence: PresenceTracker,
+        limits: DeviceRateLimiter | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.limits = limits or DeviceRateLimiter(0, 1)
+        # Messages waiting for their device's rate limit (call_later handles).
+        self._held: dict[int, asyncio.TimerHandle] = {}
+        self._held_seq = 0
         self.stats = stats
         self.presence = presence
         self.registry = registry
@@ -340,6 +346,10 @@ class MqttIngest:
         await self.batcher.room()
 
     async def drain(self) -> None:
+        # Messages held by the rate limit are not acknowledged: their senders send them again.
+        for handle in self._held.values():
+            handle.cancel()
+        self._held.clear()
         await self.batcher.drain()
 
     def _note(self, key: str, message: str, *args: Any) -> None:
@@ -435,9 +445,12 @@ class MqttIngest:
             rows, _, bad = normalise(
                 device["id"], decoded.readings, self.pipeline.channels, received
             )
+            n_sent = len(decoded.readings) + len(rejected)
             rejected = [*rejected, *bad]
             if rows:
                 self._rejected(device, message.topic, rejected)
+                if self.limits.enabled and message.identity is not None:
+                    return self._limited(device, message, n_sent, rows, len(rejected), done)
                 self.batcher.add(device, rows, len(rejected), self._counted(done))
                 return None
         if rejected:
@@ -445,6 +458,54 @@ class MqttIngest:
             if outcome is Outcome.IGNORED:
                 outcome = Outcome.REJECTED
         return outcome
+
+    def _limited(
+        self,
+        device: Device,
+        message: Inbound,
+        n_sent: int,
+        rows: list[StoredRow],
+        n_rejected: int,
+        done: Done,
+    ) -> Outcome | None:
+        """The per-device rate limit on the embedded broker (docs/reliability.md).
+
+        QoS 1/2: the message is held until the device's bucket covers it, then committed;
+        its acknowledgement waits with it, and the connection's in-flight window (then TCP)
+        slows the device down. Nothing is lost and other devices' messages are not held.
+        QoS 0 has no acknowledgement to hold: over the limit it is dropped and counted.
+        (Messages from an external broker are not limited here: the broker acknowledged them
+        to the device already, so holding them would only stall the shared subscription.)
+        """
+        device_id = device["id"]
+        if message.qos == 0:
+            if self.limits.try_take(device_id, n_sent) > 0:
+                self.stats.rate_limited("mqtt", "dropped", n_sent)
+                self._note(
+                    f"limit:{device_id}",
+                    "mqtt: device %s over its rate limit (%g readings/s): QoS 0 message dropped",
+                    device["uid"],
+                    self.limits.rate_per_s,
+                )
+                return Outcome.RATE_LIMITED
+            self.batcher.add(device, rows, n_rejected, self._counted(done))
+            return None
+        wait = self.limits.reserve(device_id, n_sent)
+        if wait <= 0:
+            self.batcher.add(device, rows, n_rejected, self._counted(done))
+            return None
+        self.stats.rate_limited("mqtt", "delayed", n_sent)
+        key = self._held_seq = self._held_seq + 1
+        self._held[key] = asyncio.get_running_loop().call_later(
+            wait, self._release, key, device, rows, n_rejected, done
+        )
+        return None
+
+    def _release(
+        self, key: int, device: Device, rows: list[StoredRow], n_rejected: int, done: Done
+    ) -> None:
+        self._held.pop(key, None)
+        self.batcher.add(device, rows, n_rejected, self._counted(done))
 
     def _counted(self, done: Done) -> Done:
         def counted(outcome: Outcome) -> None:
@@ -521,13 +582,14 @@ class MqttService:
         client_id: str | None = None,
         consume: bool = True,
         on_presence: PresenceListener | None = None,
+        limits: DeviceRateLimiter | None = None,
     ) -> MqttService:
         presence = PresenceTracker(
             registry,
             last_seen_interval_s=settings.mqtt_last_seen_interval_s,
             on_change=on_presence,
         )
-        ingest = MqttIngest(pipeline, registry, stats, presence)
+        ingest = MqttIngest(pipeline, registry, stats, presence, limits)
         transport: EmbeddedBroker | ExternalBroker
         if settings.broker_url:
             transport = ExternalBroker(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# (transport, action) of ``wattwatch_rate_limited_total``.
+LIMIT_ACTIONS = (("http", "refused"), ("mqtt", "delayed"), ("mqtt", "dropped"))
+
 
 class IngestStats:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -27,9 +30,26 @@ class IngestStats:
             ["transport", "outcome"],
             registry=r,
         )
+        # Per-device rate limit (ingest/limits.py): uploads refused (HTTP 429), MQTT
+        # messages held before commit (QoS 1/2: the acknowledgement waits) or dropped (QoS 0).
+        self.limited = Counter(
+            "wattwatch_rate_limited",
+            "Device uploads and messages held back by the per-device rate limit",
+            ["transport", "action"],
+            registry=r,
+        )
+        self.limited_readings = Counter(
+            "wattwatch_rate_limited_readings",
+            "Readings in uploads and messages held back by the per-device rate limit",
+            ["transport", "action"],
+            registry=r,
+        )
         # Create the label sets up front so a scrape shows zeros, not absence.
         for outcome in ("accepted", "rejected", "duplicate"):
             self.readings.labels(outcome)
+        for transport, action in LIMIT_ACTIONS:
+            self.limited.labels(transport, action)
+            self.limited_readings.labels(transport, action)
 
     def committed(self, accepted: int, duplicates: int, seconds: float) -> None:
         self.readings.labels("accepted").inc(accepted)
@@ -45,3 +65,7 @@ class IngestStats:
 
     def message(self, transport: str, outcome: str) -> None:
         self.messages.labels(transport, outcome).inc()
+
+    def rate_limited(self, transport: str, action: str, readings: int) -> None:
+        self.limited.labels(transport, action).inc()
+        self.limited_readings.labels(transport, action).inc(readings)

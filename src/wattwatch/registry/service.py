@@ -149,7 +149,9 @@ class LoginLimiter:
                 q.popleft()
             if len(q) >= self.attempts:
                 wait = int(q[0] + self.window_s - now) + 1
-                raise RateLimited(f"too many {what} attempts; try again in {wait} s")
+                raise RateLimited(
+                    f"too many {what} attempts; try again in {wait} s", retry_after_s=wait
+                )
             q.append(now)
             if len(self._seen) > 100_000:  # a flood of distinct keys must not grow memory
                 self._seen = {

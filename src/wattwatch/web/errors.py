@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,14 +21,19 @@ STATUS: dict[type[errors.WattwatchError], int] = {
     errors.Forbidden: 403,
     errors.AuthError: 401,
     errors.RateLimited: 429,
+    errors.PayloadTooLarge: 413,
     errors.DeviceTimeout: 504,
     errors.Overloaded: 503,
     errors.Unavailable: 503,
 }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, message: str, *, retry_after_s: float | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status_code=status, headers=headers
     )
@@ -38,7 +44,8 @@ def install(app: FastAPI) -> None:
     async def _wattwatch(_: Request, exc: errors.WattwatchError) -> JSONResponse:
         for cls in type(exc).__mro__:
             if cls in STATUS:
-                return error_response(STATUS[cls], exc.code, str(exc))
+                retry = exc.retry_after_s if isinstance(exc, errors.RateLimited) else None
+                return error_response(STATUS[cls], exc.code, str(exc), retry_after_s=retry)
         log.error("unmapped error: %s", exc)
         return error_response(500, exc.code, "internal error")
 

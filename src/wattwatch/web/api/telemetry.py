@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from wattwatch.errors import InvalidInput
+from wattwatch.errors import InvalidInput, PayloadTooLarge
 from wattwatch.ingest.http import BodyError, is_json, parse_batch, parse_json_array
 from wattwatch.web.deps import DeviceToken, Services
 
@@ -22,13 +22,13 @@ _EXAMPLE = [
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise InvalidInput(f"body is larger than {limit} bytes; split the upload")
+        raise PayloadTooLarge(f"body is larger than {limit} bytes; split the upload")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise InvalidInput(f"body is larger than {limit} bytes; split the upload")
+            raise PayloadTooLarge(f"body is larger than {limit} bytes; split the upload")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -62,9 +62,12 @@ async def upload(request: Request, ww: Services, token: DeviceToken) -> dict[str
     content_type = request.headers.get("content-type")
     try:
         if is_json(content_type):
-            result = await ww.pipeline.ingest_objects(device, parse_json_array(body))
+            items = parse_json_array(body)
+            ww.limits.check(device["id"], len(items))  # 429 + Retry-After; nothing stored
+            result = await ww.pipeline.ingest_objects(device, items)
         else:
             readings, indices, rejected = parse_batch(body, content_type)
+            ww.limits.check(device["id"], len(readings) + len(rejected))
             result = await ww.pipeline.ingest(device, readings, indices=indices, rejected=rejected)
     except BodyError as exc:
         raise InvalidInput(str(exc)) from None
