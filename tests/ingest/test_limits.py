@@ -71,7 +71,7 @@ def test_off_when_rate_is_zero() -> None:
     assert not limiter.enabled
     assert limiter.try_take(1, 10**9) == 0
     assert limiter.reserve(1, 10**9) == 0
-    assert len(limiter) == 0
+    assert limiter.tracked == 0
 
 
 def test_check_raises_with_retry_after_and_counts() -> None:
@@ -127,4 +127,4 @@ def test_memory_of_idle_devices_is_dropped() -> None:
         limiter.try_take(device, 1)
     clock.now += 10  # every bucket has refilled
     limiter.try_take(10**9, 1)
-    assert len(limiter) == 1
+    assert limiter.tracked == 1

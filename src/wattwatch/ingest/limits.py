@@ -113,5 +113,7 @@ class DeviceRateLimiter:
             bucket[0] -= n
             return wait
 
-    def __len__(self) -> int:
+    @property
+    def tracked(self) -> int:
+        """How many devices the limiter keeps a bucket for (full ones are dropped in time)."""
         return len(self._buckets)

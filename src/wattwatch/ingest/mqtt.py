@@ -290,7 +290,7 @@ class MqttIngest:
         limits: DeviceRateLimiter | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.limits = limits or DeviceRateLimiter(0, 1)
+        self.limits = limits if limits is not None else DeviceRateLimiter(0, 1)
         # Messages waiting for their device's rate limit (call_later handles).
         self._held: dict[int, asyncio.TimerHandle] = {}
         self._held_seq = 0
