@@ -32,7 +32,7 @@ def _client(ww: Wattwatch) -> TestClient:
 
 @pytest.fixture
 def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
-    """An in-process app with the settings of the test's ``limits`` marker-less param."""
+    """An in-process app; indirect parametrisation gives it other settings."""
     overrides: dict[str, Any] = getattr(request, "param", {})
     ww = Wattwatch.open(Settings(data_dir=tmp_path / "data", **overrides), lock=True)
     client = _client(ww)
@@ -66,7 +66,7 @@ def _stored(api: TestClient, device_id: int, t0: int) -> int:
 )
 def test_http_upload_over_the_limit_is_refused_whole_with_retry_after(api: TestClient) -> None:
     device_id, token = _device(api, "limited-1")
-    other_id, other_token = _device(api, "limited-2")
+    _, other_token = _device(api, "limited-2")
     auth = {"Authorization": f"Bearer {token}"}
     t0 = now_ms() - 3_600_000
     r = api.post("/api/v1/telemetry", json=_batch(t0, 1000), headers=auth)
