@@ -75,14 +75,29 @@ def _parse_csv(body: bytes) -> list[Any]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BodyError(f"CSV body is not UTF-8: {exc}") from None
-    rows = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(rows, [])]
+    # newline="" as the csv module asks: a quoted field may hold a line break, and a lone CR
+    # ends a row instead of being an error.
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(rows, [])]
+    except csv.Error as exc:
+        raise BodyError(f"CSV header row cannot be read: {exc}") from None
     if not any(header):
         raise BodyError("CSV body has no header row (e.g. ts,channel,power_w,energy_wh)")
     items: list[Any] = []
-    for n, line in enumerate(rows):
+    while True:
+        try:
+            line = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            # The reader goes on with the next row: a bad row costs that row only.
+            items.append(Rejection(len(items), f"row cannot be read as CSV: {exc}"))
+            continue
         if len(line) != len(header):
-            items.append(Rejection(n, f"row has {len(line)} fields, header has {len(header)}"))
+            items.append(
+                Rejection(len(items), f"row has {len(line)} fields, header has {len(header)}")
+            )
             continue
         items.append(
             {
