@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 _CORE_SET = frozenset(CORE_METRICS)
 _BOUNDS = {name: (spec.lo, spec.hi, spec.unit) for name, spec in METRICS.items()}
+_INT_TYPE = frozenset((int,))
+_NUMBER_TYPES = frozenset((int, float))
 
 
 @dataclass(slots=True)
@@ -385,8 +387,12 @@ def normalise_uniform(
         raw = {m: list(map(itemgetter(m), objects)) for m in ("ts", *metrics)}
     except KeyError:
         return None
-    if any(bool in set(map(type, col)) for col in raw.values()):
-        return None  # numpy would read true as 1.0; the general path names the problem
+    # Only JSON numbers (ts: integers) take this path. numpy would read true as 1.0, "1.5"
+    # as 1.5 and truncate a float ts; the general path scales or refuses those, naming why.
+    if not set(map(type, raw["ts"])) <= _INT_TYPE or any(
+        not set(map(type, col)) <= _NUMBER_TYPES for col in raw.values()
+    ):
+        return None
     try:
         ts = np.array(raw.pop("ts"), dtype=np.int64)
         columns = {m: np.array(col, dtype=np.float64) for m, col in raw.items()}
@@ -401,7 +407,6 @@ def normalise_uniform(
         set(map(type, names)) != {str} or not all(0 < len(n) <= 64 for n in set(names))
     ):
         return None
-    rows: list[StoredRow] = []
     rejected: list[Rejection] = []
     bad = np.flatnonzero(~ok)
     if len(bad):
@@ -414,12 +419,23 @@ def normalise_uniform(
                 continue
             _, _, why = normalise(device_id, [item], channels, received_ms, [i])
             rejected.extend(why)
+    if len(bad):  # from here on, the good rows only
+        keep = np.flatnonzero(ok)
+        keep_list = keep.tolist()
+        objects = [objects[i] for i in keep_list]
+        ts = ts[keep]
+        columns = {m: col[keep] for m, col in columns.items()}
+        if names is not None:
+            names = [names[i] for i in keep_list]
     n = len(objects)
-    if names is None:
-        ch_col = [channels.resolve_channel(device_id, DEFAULT_CHANNEL)] * n
-    else:
-        ids = {name: channels.resolve_channel(device_id, name) for name in set(names)}
-        ch_col = [ids[name] for name in names]
+    try:
+        if names is None:
+            ch_col = [channels.resolve_channel(device_id, DEFAULT_CHANNEL)] * n
+        else:
+            ids = {name: channels.resolve_channel(device_id, name) for name in set(names)}
+            ch_col = [ids[name] for name in names]
+    except InvalidInput:
+        return None  # e.g. too many channels: the general path rejects just those rows
     scaled: list[list[Any]] = []
     for m in CORE_METRICS:
         if m in columns:
@@ -432,10 +448,5 @@ def normalise_uniform(
         if extra_names
         else [None] * n
     )
-    all_rows = zip(ch_col, ts.tolist(), *scaled, extra, strict=True)
-    if len(bad):
-        keep = ok.tolist()
-        rows = [r for r, good in zip(all_rows, keep, strict=True) if good]  # type: ignore[misc]
-    else:
-        rows = list(all_rows)  # type: ignore[arg-type]
+    rows: list[StoredRow] = list(zip(ch_col, ts.tolist(), *scaled, extra, strict=True))  # type: ignore[arg-type]
     return rows, rejected
