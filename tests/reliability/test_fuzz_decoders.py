@@ -51,7 +51,7 @@ from wattwatch.protocols import ADAPTERS, MAX_ITEMS
 from wattwatch.registry.service import Principal
 from wattwatch.store.base import CORE_METRICS, ChannelDirectory, StoredRow
 
-pytestmark = pytest.mark.timeout(timeout_for(EXAMPLES, 0.05))
+pytestmark = pytest.mark.timeout(timeout_for(EXAMPLES, 0.1))
 RECEIVED_MS = 1_764_800_000_000  # 2025-12-03
 
 # --- raw JSON text ------------------------------------------------------------------------
