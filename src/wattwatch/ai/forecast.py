@@ -151,6 +151,12 @@ class _DirectQuantileModel:
     def _fit_quantiles(
         self, x: np.ndarray, target: np.ndarray
     ) -> tuple[HistGradientBoostingRegressor, ...]:
+        # A lag never available in a short history (two weeks back, in the third week of
+        # data) is all-missing: the trees cannot bin it, and it carries nothing anyway.
+        empty = ~np.isfinite(x).any(axis=0)
+        if empty.any():
+            x = x.copy()
+            x[:, empty] = 0.0
         return tuple(
             HistGradientBoostingRegressor(
                 loss="quantile", quantile=q, random_state=0, **_QUANTILE_PARAMS

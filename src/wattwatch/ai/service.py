@@ -108,7 +108,7 @@ def local_to_ms(index: Any, tz: str) -> np.ndarray:
     aware = idx.tz_localize(
         tz, ambiguous=np.ones(len(idx), dtype=bool), nonexistent="shift_forward"
     )
-    return np.asarray(aware.asi8 // 1_000_000, dtype=np.int64)
+    return np.asarray(aware.as_unit("ns").asi8 // 1_000_000, dtype=np.int64)
 
 
 def _regular(ts_ms: np.ndarray, values: np.ndarray, tz: str, freq: str) -> pd.Series:
@@ -721,7 +721,8 @@ class AiService:
         ok = np.flatnonzero(np.isfinite(x))
         if ok.size < 8 * 24:
             raise NoModel("forecasts need more than a week of readings in the last 13 weeks")
-        series = series.iloc[: ok[-1] + 1]
+        # from the first to the last hour with data: all-missing feature columns trip the trees
+        series = series.iloc[ok[0] : ok[-1] + 1]
         cache_key = (key, horizon, tuple(chans), int(local_to_ms(series.index[-1:], tz)[0]))
         hit = self._forecasts.get(cache_key)
         if hit is not None and time.monotonic() - hit[0] < FORECAST_CACHE_S:
@@ -922,6 +923,7 @@ class AiScheduler:
         anomaly_rules: Callable[[], Sequence[dict[str, Any]]],
         raise_anomaly: Callable[[int, Any], None],
         poll_s: float = 30.0,
+        first_delay_s: float = 60.0,
     ) -> None:
         self.service = service
         self.retrain_interval_s = retrain_interval_s
@@ -929,6 +931,8 @@ class AiScheduler:
         self.anomaly_rules = anomaly_rules
         self.raise_anomaly = raise_anomaly
         self.poll_s = poll_s
+        # not at once: a server starting up has better things to do
+        self.first_delay_s = first_delay_s
         self._task: asyncio.Task[None] | None = None
         self.runs: dict[str, int] = {"retrain": 0, "anomaly": 0}
 
@@ -973,6 +977,7 @@ class AiScheduler:
 
     async def _run(self) -> None:
         last: dict[str, float] = {}
+        await asyncio.sleep(self.first_delay_s)
         while True:
             try:
                 await asyncio.to_thread(self.run_due, time.time(), last)

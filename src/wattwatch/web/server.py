@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from wattwatch import __version__
 from wattwatch.web import dashboard, errors
+from wattwatch.web.api import ai as ai_api
 from wattwatch.web.api import alerts as alert_api
 from wattwatch.web.api import (  # registry and control
     apikeys,
@@ -56,6 +57,7 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
         app.include_router(module.router)
     for module in (areas, claims, users, apikeys, commands):
         app.include_router(module.router)
+    app.include_router(ai_api.router)
     # Last: the dashboard's pages and its view of which API routes exist.
     dashboard.install(app)
     return app
