@@ -19,9 +19,9 @@ MINUTE_MS = 60_000
 # Few, shallow trees: the tests check the plumbing, docs/ai.md the accuracy.
 QUICK_NILM: dict[str, Any] = {
     "hgb_params": {
-        "max_iter": 40,
+        "max_iter": 20,
         "learning_rate": 0.2,
-        "max_leaf_nodes": 15,
+        "max_leaf_nodes": 7,
         "min_samples_leaf": 20,
         "l2_regularization": 1.0,
     },
