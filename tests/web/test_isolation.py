@@ -188,6 +188,13 @@ def world(ww: Wattwatch) -> Iterator[World]:
             ]
         )
         ids["key"] = _ok(api.post("/api/v1/api-keys", json={"name": f"Key {MARK}"}), "key")["id"]
+        ids["label"] = _ok(
+            api.post(
+                f"/api/v1/devices/{ids['device']}/labels",
+                json={"appliance": f"Kettle {MARK}", "start": start, "end": start + 60_000},
+            ),
+            "label",
+        )["labels"][0]["id"]
         ids["user"] = viewer_a.user_id
         yield World(
             ww,
@@ -215,6 +222,9 @@ def ids_for(path: str, name: str, a: OrgA) -> str | None:
         "letter_id": ids["letter"],
         "command_id": ids["command"],
         "key_id": ids["key"],
+        "label_id": ids["label"],
+        # candidates are numbered per device (0, 1, ...): A's device makes it A's
+        "cluster_id": 0,
         "user_id": ids["user"],
     }
     if name in table:
@@ -463,12 +473,24 @@ def test_every_route_hides_organisation_a_from_organisation_b(world: World) -> N
         if call.filter_only:
             continue  # A's answer is A's list: nothing to compare
         r = send(api, call, world.a_headers)
+        if r.status_code == 409 and call.template in NEEDS_TRAINING:
+            # found (not 404), but A has no trained model / week of history yet
+            assert r.json()["error"]["code"] == "no_model", r.text
+            continue
         if r.status_code != 200:
             problems.append(f"as A: GET {call.url}: {r.status_code} {r.text[:200]}")
     assert not problems, "\n".join(problems)
 
 
 GHOST_ID = 987654321
+
+# AI reads that need a trained model or a week of readings, which A's records lack.
+NEEDS_TRAINING = {
+    "/api/v1/devices/{device_id}/appliances",
+    "/api/v1/devices/{device_id}/appliances/candidates",
+    "/api/v1/devices/{device_id}/forecast",
+    "/api/v1/sites/{site_id}/forecast",
+}
 
 
 def _ghost(body: Any, a: OrgA) -> Any:
