@@ -1467,5 +1467,96 @@ def ai_evaluate(
     console.print(f"forecast MASE: {result['forecast']}")
 
 
+def _ai_device(ww: Wattwatch, device_id: int) -> tuple[Any, dict[str, Any]]:
+    """The AI service and the device record (of whichever organisation owns it)."""
+    device = ww.registry.db.device_by(id=device_id)
+    if ww.ai is None or device is None or device["org_id"] is None:
+        err.print(f"[red]error:[/red] no claimed device {device_id}")
+        raise typer.Exit(2)
+    return ww.ai, device
+
+
+@ai_app.command("train")
+def ai_train(
+    device_id: Annotated[int, typer.Option("--device", help="device id (its monitor)")],
+    days: Annotated[
+        int | None, typer.Option(help="days of readings to learn from [WATTWATCH_AI_TRAIN_DAYS]")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="end of the training window, ISO 8601 or epoch ms")
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train the appliance model (from labels and plugs) and the candidate clusters of a
+    device on its stored readings; store them as new versions with their metrics."""
+    import time
+
+    from wattwatch.domain import parse_ts
+
+    until_ms = None
+    if until is not None:
+        try:
+            until_ms = parse_ts(until)
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] --until: {exc}")
+            raise typer.Exit(2) from None
+    with services(settings_from(data_dir, database_url)) as ww:
+        ai, device = _ai_device(ww, device_id)
+        started = time.perf_counter()
+        result = ai.train(None, device_id, days=days, until_ms=until_ms, org_id=device["org_id"])
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        if as_json:
+            print(json.dumps(result, indent=2, default=str))
+            return
+        rows = [
+            {
+                "kind": m["kind"],
+                "version": m["version"],
+                "fit_s": m["metrics"].get("fit_s"),
+                "appliances": ", ".join(
+                    f"{n} (cv F1 {a['cv_f1']})"
+                    for n, a in m["metrics"].get("appliances", {}).items()
+                )
+                or f"{m['metrics'].get('candidates', 0)} candidates",
+            }
+            for m in result["models"]
+        ]
+        emit(rows, False, f"device {device_id}: trained in {result['seconds']} s")
+        for s in result["skipped"]:
+            console.print(f"skipped {s['kind']}: {s['reason']}")
+
+
+@ai_app.command("models")
+def ai_models(
+    device_id: Annotated[int, typer.Option("--device", help="device id")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Stored model versions of a device with their metrics, newest first."""
+    with services(settings_from(data_dir, database_url)) as ww:
+        ai, _device = _ai_device(ww, device_id)
+        models = ai.ai.list_models(device_id)
+        if as_json:
+            print(json.dumps(models, indent=2, default=str))
+            return
+        emit(
+            [
+                {
+                    "kind": m["kind"],
+                    "version": m["version"],
+                    "created_ms": m["created_ms"],
+                    "minutes": m["metrics"].get("minutes"),
+                    "fit_s": m["metrics"].get("fit_s"),
+                }
+                for m in models
+            ],
+            False,
+            f"models of device {device_id}",
+        )
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

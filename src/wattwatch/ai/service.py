@@ -391,7 +391,7 @@ class AiService:
         if org_id is None:
             raise InvalidInput("training needs an organisation")
         device = self._device(org_id, device_id)
-        days = days or self.train_days
+        days = self.train_days if days is None else days
         if not 1 <= days <= 120:
             raise InvalidInput("training days must be 1..120")
         chans = self.aggregate_channels(device_id)
