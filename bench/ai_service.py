@@ -69,6 +69,7 @@ def main() -> None:
     until_ms = start_ms + n_train * MINUTE_MS
     tmp = Path(tempfile.mkdtemp(prefix="ww-ai-bench-"))
     data_dir = tmp / "data"
+    data_dir.mkdir()
     ww = Wattwatch.open(Settings(data_dir=data_dir), lock=False)
     org = ww.registry.db.create_org("bench")
     owner = Principal(user_id=0, org_id=org, role=Role.OWNER, email="bench")
