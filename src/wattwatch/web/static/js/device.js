@@ -261,39 +261,103 @@
   }
 
   // -- appliances and forecast (when the AI part is there) -------------------------------
+  const fmtWh = (wh) => (wh >= 1000 ? (wh / 1000).toFixed(2) + " kWh" : Math.round(wh) + " Wh");
+  const hhmm = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   async function loadAppliances() {
     const el = document.getElementById("appliances");
     if (!el) return;
-    const now = Date.now();
-    const r = await WW.api("GET", "/api/v1/devices/" + deviceId + "/appliances?" + new URLSearchParams({ from: now - D, to: now }));
+    const nowEl = document.getElementById("appliances-now");
+    const tl = document.getElementById("appliance-timeline");
+    const to = Date.now(), from = to - D;
+    const r = await WW.api("GET", "/api/v1/devices/" + deviceId + "/appliances?" + new URLSearchParams({ from, to }));
     if (!r.ok) { WW.text(el, "Not available: " + r.error); return; }
-    const rows = WW.listOf(r.data, "appliances");
-    if (!rows.length) { WW.text(el, "No appliances recognised in the last 24 h."); return; }
-    const keys = Object.keys(rows[0]).filter((k) => typeof rows[0][k] !== "object").slice(0, 6);
+    const now = r.data.now;
+    if (now) {
+      const on = now.on.length ? now.on.join(", ") : "none of the known appliances";
+      WW.text(nowEl, "On at " + hhmm(now.ts) + " (" + now.delay_min + " min ago): " + on);
+    } else {
+      WW.text(nowEl, "No recent readings: nothing to say about now.");
+    }
+    const apps = r.data.appliances || [];
+    if (!apps.length) { WW.text(el, "The model knows no appliances yet."); return; }
     const table = document.createElement("table");
     const head = document.createElement("tr");
-    keys.forEach((k) => head.append(WW.cell("th", k)));
+    ["Appliance", "Last 24 h", "Runs", "On for"].forEach((h) => head.append(WW.cell("th", h)));
     table.append(head);
-    rows.slice(0, 50).forEach((row) => {
+    apps.forEach((a) => {
       const tr = document.createElement("tr");
-      keys.forEach((k) => tr.append(WW.cell("td", typeof row[k] === "number" ? Math.round(row[k] * 100) / 100 : row[k])));
+      tr.append(WW.cell("td", a.name), WW.cell("td", fmtWh(a.energy_wh)), WW.cell("td", a.runs), WW.cell("td", a.on_minutes + " min"));
       table.append(tr);
     });
     el.className = "";
     el.replaceChildren(table);
+    // one row per appliance, a bar for each run across the 24 h
+    const rows = apps.map((a, i) => {
+      const row = document.createElement("div");
+      row.className = "tl-row";
+      const label = document.createElement("span");
+      label.className = "tl-name";
+      label.textContent = a.name;
+      const track = document.createElement("div");
+      track.className = "tl-track";
+      r.data.timeline.filter((t) => t.appliance === a.name).forEach((t) => {
+        const bar = document.createElement("span");
+        bar.className = "tl-bar";
+        bar.style.left = (100 * (t.start - from) / D).toFixed(2) + "%";
+        bar.style.width = Math.max(0.4, 100 * (t.end - t.start) / D).toFixed(2) + "%";
+        bar.style.background = PALETTE[i % PALETTE.length];
+        bar.title = a.name + " " + hhmm(t.start) + "–" + hhmm(t.end) + ", " + fmtWh(t.energy_wh);
+        track.append(bar);
+      });
+      row.append(label, track);
+      return row;
+    });
+    const axis = document.createElement("div");
+    axis.className = "tl-row tl-axis";
+    axis.append(WW.cell("span", ""), WW.cell("span", hhmm(from) + " … " + hhmm(to)));
+    tl.replaceChildren(...rows, axis);
+    tl.hidden = false;
   }
+  let fcChart = null;
   async function loadForecast() {
     const el = document.getElementById("forecast-chart");
     if (!el) return;
-    const r = await WW.api("GET", "/api/v1/devices/" + deviceId + "/forecast");
     const fcInfo = document.getElementById("forecast-info");
+    const checked = document.querySelector('#forecast-form input[name="horizon"]:checked');
+    const horizon = checked ? checked.value : "24h";
+    const r = await WW.api("GET", "/api/v1/devices/" + deviceId + "/forecast?" + new URLSearchParams({ horizon }));
+    if (fcChart) { fcChart.destroy(); fcChart = null; }
+    el.replaceChildren();
     if (!r.ok) { WW.text(fcInfo, "Not available: " + r.error); return; }
-    const pts = WW.listOf(r.data, "forecast", "points");
-    const field = pts.length && ["power_w", "power_w_avg", "yhat", "value", "energy_wh"].find((k) => typeof pts[0][k] === "number");
-    if (!field) { WW.text(fcInfo, "No forecast yet."); return; }
-    new uPlot({ width: chartWidth(el), height: chartHeight(), series: [{}, { label: field, stroke: PALETTE[1], width: 2 }], axes: [{}, { size: 60 }] },
-      [pts.map((p) => p.ts / 1000), pts.map((p) => p[field])], el);
+    const cur = r.data.currency ? " " + r.data.currency : "";
+    if (horizon === "month") {
+      const m = r.data.month;
+      let msg = "This month: " + fmtWh(m.energy_so_far_wh) + " so far; expected " + fmtWh(m.energy_wh) +
+        " (80 %: " + fmtWh(m.energy_lo_wh) + "–" + fmtWh(m.energy_hi_wh) + ")";
+      if (m.bill !== undefined) msg += ", bill " + m.bill.toFixed(2) + cur + " (" + m.bill_lo.toFixed(2) + "–" + m.bill_hi.toFixed(2) + ")";
+      WW.text(fcInfo, msg + ".");
+      return;
+    }
+    const pts = r.data.points || [];
+    const total = pts.reduce((s, p) => s + p.energy_wh, 0);
+    const cost = pts.every((p) => typeof p.cost === "number") ? pts.reduce((s, p) => s + p.cost, 0) : null;
+    WW.text(fcInfo, (horizon === "24h" ? "Next 24 h: " : "Next 7 days: ") + fmtWh(total) +
+      (cost !== null ? ", about " + cost.toFixed(2) + cur : "") + ". Shaded: 80 % interval.");
+    const unit = horizon === "24h" ? "Wh per hour" : "Wh per day";
+    fcChart = new uPlot({
+      width: chartWidth(el), height: chartHeight(),
+      series: [
+        {},
+        { label: "expected (" + unit + ")", stroke: PALETTE[0], width: 2 },
+        { label: "low", stroke: "rgba(0,114,178,.35)", width: 1 },
+        { label: "high", stroke: "rgba(0,114,178,.35)", width: 1 },
+      ],
+      bands: [{ series: [3, 2], fill: "rgba(0,114,178,.15)" }],
+      axes: [{}, { size: 60 }],
+    }, [pts.map((p) => p.ts / 1000), pts.map((p) => p.energy_wh), pts.map((p) => p.lo), pts.map((p) => p.hi)], el);
   }
+  const fcForm = document.getElementById("forecast-form");
+  if (fcForm) fcForm.addEventListener("change", loadForecast);
 
   // -- go ---------------------------------------------------------------------------------
   const wanted = new URLSearchParams(location.search).get("range");
@@ -326,6 +390,7 @@
     resizeTimer = setTimeout(() => {
       if (histChart) histChart.setSize({ width: chartWidth(histEl), height: chartHeight() });
       if (liveChart) liveChart.setSize({ width: chartWidth(liveEl), height: chartHeight() });
+      if (fcChart) fcChart.setSize({ width: chartWidth(document.getElementById("forecast-chart")), height: chartHeight() });
     }, 150);
   });
 })();
