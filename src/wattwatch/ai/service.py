@@ -232,7 +232,7 @@ class AiService:
                 mins = self.store.query_rollup(
                     channel_ids, Interval.MINUTE, last_hour, last_hour + HOUR_MS, MAX_ROWS
                 )
-                return max(r["ts"] for r in mins) if mins else last_hour
+                return int(max(r["ts"] for r in mins) if mins else last_hour)
         return None
 
     # -- labels ---------------------------------------------------------------------------

@@ -48,9 +48,9 @@ class SqlAiStore:
         ids: list[int] = []
         with self.engine.begin() as conn:
             for row in rows:
-                ids.append(
-                    int(conn.execute(insert(ai_labels).values(**row)).inserted_primary_key[0])
-                )
+                key = conn.execute(insert(ai_labels).values(**row)).inserted_primary_key
+                assert key is not None
+                ids.append(int(key[0]))
         return ids
 
     def list_labels(
