@@ -265,3 +265,27 @@ def test_model_lifecycle_on_postgresql(pg_url: str, tmp_path: Path) -> None:
         assert out["model"]["version"] == 2
     finally:
         ww.close()
+
+
+def test_scheduled_retraining_trains_due_devices_once_per_interval(ww: Wattwatch) -> None:
+    house = make_house(ww, days=2)
+    ai = _service(ww)
+    # a device whose only label cannot train a model: tried, then left alone for the interval
+    lone = ww.registry.create_device(house.owner, name="lone", site_id=None)[0]
+    write_power(ww, lone["id"], "mains", house.start_ms, house.aggregate_w)
+    ai.add_labels(house.owner, lone["id"], [("Kettle", house.start_ms, house.start_ms + 60_000)])
+    assert {d["id"] for d in ai.trainable_devices()} == {house.monitor["id"], lone["id"]}
+    assert ww.ai_scheduler is not None
+    last: dict[str, float] = {}
+    ww.ai_scheduler.run_due(time.time(), last)
+    assert ww.ai_scheduler.runs["retrain"] == 1
+    nilm = [m for m in ai.list_models(house.owner, house.monitor["id"]) if m["kind"] == NILM_KIND]
+    assert [m["version"] for m in nilm] == [1]
+    assert not [m for m in ai.list_models(house.owner, lone["id"]) if m["kind"] == NILM_KIND]
+    # due again only after the interval
+    assert ai.retrain_due(3600) == []
+    ai.clock = lambda: now_ms() + 7 * DAY_MS + 60_000
+    again = ai.retrain_due(7 * 86400)
+    assert sorted(r["device_id"] for r in again) == sorted([house.monitor["id"], lone["id"]])
+    nilm = [m for m in ai.list_models(house.owner, house.monitor["id"]) if m["kind"] == NILM_KIND]
+    assert [m["version"] for m in nilm] == [2, 1]

@@ -143,6 +143,7 @@ def test_without_the_ml_extra_the_ai_routes_answer_503(
     ww: Wattwatch, house: House, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now fails
+    assert ww.ai_scheduler is not None and not ww.ai_scheduler.enabled
     mid = house.monitor["id"]
     with _client(ww, house) as api:
         for url in (

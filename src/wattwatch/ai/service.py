@@ -145,6 +145,7 @@ class AiService:
         self._cache: dict[tuple[int, str], tuple[int, Any]] = {}
         self._forecasts: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         self._anomaly_since: dict[int, int] = {}
+        self._attempted: dict[int, int] = {}
         self._lock = threading.Lock()
 
     # -- devices, channels, readings ------------------------------------------------------
@@ -818,8 +819,11 @@ class AiService:
         now = self.clock()
         done = []
         for d in self.trainable_devices():
-            if now - newest.get(d["id"], 0) < interval_s * 1000:
+            # a device whose labels cannot train a model yet is tried once per interval too
+            last = max(newest.get(d["id"], 0), self._attempted.get(d["id"], 0))
+            if now - last < interval_s * 1000:
                 continue
+            self._attempted[d["id"]] = now
             try:
                 done.append(self.train(None, d["id"], org_id=d["org_id"]))
             except (InvalidInput, NoModel) as exc:
