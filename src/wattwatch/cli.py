@@ -149,7 +149,7 @@ def serve(
     """
     import uvicorn
 
-    from wattwatch.web.server import create_api
+    from wattwatch.web.server import create_api, uvicorn_options
 
     settings = settings_from(
         data_dir,
@@ -196,6 +196,7 @@ def serve(
             port=settings.http_port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            **uvicorn_options(ww),
         )
         server = uvicorn.Server(config)
         console.print(

@@ -80,7 +80,7 @@ def demo(
     from wattwatch.cli import port_problem, services, settings_from
     from wattwatch.sim.demo import Demo, DemoPlan
     from wattwatch.sim.runner import free_port
-    from wattwatch.web.server import create_api
+    from wattwatch.web.server import create_api, uvicorn_options
 
     settings = settings_from(
         data_dir,
@@ -116,6 +116,7 @@ def demo(
             port=settings.http_port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            **uvicorn_options(ww),
         )
         server = uvicorn.Server(config)
         with _ExitSignalsReturn():

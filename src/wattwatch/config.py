@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # a request body within the body timeout; bodies of routes other than uploads are small.
     http_max_connections: int = Field(1000, ge=1)
     http_max_connections_per_ip: int = Field(0, ge=0, description="0: no limit")
-    http_keep_alive_s: float = Field(5.0, gt=0, le=3600)
+    http_keep_alive_s: int = Field(5, ge=1, le=3600)
     http_header_timeout_s: float = Field(10.0, gt=0, le=3600)
     http_body_timeout_s: float = Field(120.0, gt=0, le=24 * 3600)
     http_max_api_body_bytes: int = Field(1024 * 1024, ge=1024)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -26,6 +26,7 @@ from wattwatch.web.api import (  # registry and control
 )
 from wattwatch.web.api import reports as reports_api
 from wattwatch.web.api import webhooks as webhook_api
+from wattwatch.web.guard import BodyLimit, ConnectionGuard, HttpLimits, guarded_protocol
 
 if TYPE_CHECKING:
     from wattwatch.app import Wattwatch
@@ -50,6 +51,11 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.ww = ww
     errors.install(app)
+    app.add_middleware(
+        BodyLimit,
+        api_bytes=ww.settings.http_max_api_body_bytes,
+        upload_bytes=ww.settings.max_body_bytes,
+    )
     for module in (auth, sites, devices, telemetry, health):
         app.include_router(module.router)
     app.include_router(reports_api.router)
@@ -61,3 +67,21 @@ def create_api(ww: Wattwatch, *, manage_lifecycle: bool = True) -> FastAPI:
     # Last: the dashboard's pages and its view of which API routes exist.
     dashboard.install(app)
     return app
+
+
+def uvicorn_options(ww: Wattwatch) -> dict[str, Any]:
+    """``uvicorn.Config`` keywords that serve ``ww`` with the HTTP abuse guards (web/guard.py):
+    the connection cap, header and body deadlines, keep-alive timeout from the settings."""
+    settings = ww.settings
+    guard = ConnectionGuard(
+        HttpLimits(
+            max_connections=settings.http_max_connections,
+            max_connections_per_ip=settings.http_max_connections_per_ip,
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+        ),
+        ww.stats.registry,
+    )
+    # Not uvicorn's limit_concurrency: it answers 503 to every request, on established
+    # connections too, while the count is at the limit (guard.py says more).
+    return {"http": guarded_protocol(guard), "timeout_keep_alive": settings.http_keep_alive_s}
