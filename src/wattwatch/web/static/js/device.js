@@ -314,7 +314,10 @@
     });
     const axis = document.createElement("div");
     axis.className = "tl-row tl-axis";
-    axis.append(WW.cell("span", ""), WW.cell("span", hhmm(from) + " … " + hhmm(to)));
+    const ends = document.createElement("div");
+    ends.className = "tl-ends";
+    ends.append(WW.cell("span", "24 h ago (" + hhmm(from) + ")"), WW.cell("span", "now"));
+    axis.append(WW.cell("span", ""), ends);
     tl.replaceChildren(...rows, axis);
     tl.hidden = false;
   }
