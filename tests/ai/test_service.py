@@ -289,3 +289,24 @@ def test_scheduled_retraining_trains_due_devices_once_per_interval(ww: Wattwatch
     assert sorted(r["device_id"] for r in again) == sorted([house.monitor["id"], lone["id"]])
     nilm = [m for m in ai.list_models(house.owner, house.monitor["id"]) if m["kind"] == NILM_KIND]
     assert [m["version"] for m in nilm] == [2, 1]
+
+
+def test_the_background_task_runs_with_the_app_and_stops_with_it(ww: Wattwatch) -> None:
+    scheduler = ww.ai_scheduler
+    assert scheduler is not None
+    scheduler.first_delay_s, scheduler.poll_s = 0.0, 0.05
+    scheduler.anomaly_interval_s = 1
+
+    async def main() -> None:
+        await ww.start()
+        try:
+            for _ in range(200):
+                if scheduler.runs["anomaly"] >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await ww.stop()
+
+    asyncio.run(main())
+    assert scheduler.runs["anomaly"] >= 2 and scheduler.runs["retrain"] == 1
+    assert scheduler._task is None
