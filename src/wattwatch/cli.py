@@ -1490,8 +1490,10 @@ def ai_train(
     database_url: DatabaseUrl = None,
     as_json: AsJson = False,
 ) -> None:
-    """Train the appliance model (from labels and plugs) and the candidate clusters of a
-    device on its stored readings; store them as new versions with their metrics."""
+    """Train a device's appliance model and candidate clusters; store new versions.
+
+    Learns from its stored readings, its labels and the plugs of its site.
+    """
     import time
 
     from wattwatch.domain import parse_ts
