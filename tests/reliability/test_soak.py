@@ -170,6 +170,7 @@ def metric(srv: ServerProcess, name: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SECONDS + 600)
 def test_soak_memory_flat_and_every_reading_stored(
     tmp_path: Path, server_factory: Callable[..., ServerProcess]
 ) -> None:

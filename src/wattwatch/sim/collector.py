@@ -311,9 +311,10 @@ def _post(
     """One batch, retried on network errors and 5xx (a retry of a batch the server did
     commit only finds duplicates)."""
     error = None
+    told = 0.0  # the server's Retry-After (per-device rate limit: 429)
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
+            time.sleep(max(told, backoff_s * 2 ** (attempt - 1)))
         try:
             r = client.post("/api/v1/telemetry", content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -325,4 +326,13 @@ def _post(
         error = f"upload answered HTTP {r.status_code}: {r.text[:200]}"
         if r.status_code not in _RETRY_STATUS:
             break
+        told = retry_after_s(r)
     return None, error
+
+
+def retry_after_s(response: httpx.Response, cap_s: float = 600.0) -> float:
+    """The seconds a ``Retry-After`` header asks for (0 when absent or not a number)."""
+    try:
+        return min(cap_s, max(0.0, float(response.headers.get("retry-after", "0"))))
+    except ValueError:
+        return 0.0

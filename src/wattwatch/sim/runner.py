@@ -38,6 +38,7 @@ from wattwatch.domain import CommandAction, DeviceProtocol
 from wattwatch.errors import RemoteError
 from wattwatch.protocols import MAX_ITEMS
 from wattwatch.sim import payloads
+from wattwatch.sim.collector import retry_after_s
 from wattwatch.sim.provision import SimDevice
 from wattwatch.sim.site import Columns, to_readings
 
@@ -192,6 +193,9 @@ class HttpSender:
                         if r.status_code in (401, 403):
                             raise RemoteError(problem)
                         return None
+                    told = retry_after_s(r)  # 429 (the device's rate limit) says when
+                    if told > delay:
+                        delay = told
                 if attempt < self.retries and not self.closing:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
