@@ -230,6 +230,7 @@ def build_reports(settings: Settings, store: SqlStore) -> tuple[ReportService, R
     scheduler = ReportScheduler(service, report_store, ReportMailer(smtp), link_base=link_base)
     return service, scheduler
 
+
 def build_ai(
     settings: Settings, store: SqlStore, alerts: AlertService
 ) -> tuple[AiService, AiScheduler]:
