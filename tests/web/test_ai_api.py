@@ -112,6 +112,10 @@ def test_train_then_appliances_timeline_and_what_is_on_now(ww: Wattwatch, house:
             422,
             "invalid_input",
         )
+        far = {"from": -900_000_000_000_000, "to": -899_999_000_000_000}
+        _error(api.get(f"/api/v1/devices/{mid}/appliances", params=far), 422, "invalid_input")
+        body = {"appliance": "Kettle", "start": -900_000_000_000_000, "end": 0}
+        _error(api.post(f"/api/v1/devices/{mid}/labels", json=body), 422, "invalid_input")
 
 
 def test_forecast_answers_and_errors(ww: Wattwatch) -> None:

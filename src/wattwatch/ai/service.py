@@ -53,6 +53,8 @@ FORECAST_CACHE_S = 600.0
 ANOMALY_HISTORY_MS = 21 * DAY_MS
 # "What is on now" needs readings at most this old.
 NOW_FRESH_MS = 30 * MINUTE_MS
+# Times the models can put on a calendar (pandas' nanosecond range ends in 2262).
+LATEST_MS = 7_258_118_400_000  # 2200-01-01
 # Minutes before a labelled run that give the base load it is measured against.
 LABEL_BASE_MIN = 15
 
@@ -257,6 +259,8 @@ class AiService:
                 raise InvalidInput("appliance names are 1 to 120 characters")
             if end <= start:
                 raise InvalidInput("a label's end must be after its start")
+            if start < 0 or end > LATEST_MS:
+                raise InvalidInput("labels must lie between 1970 and 2200")
             if end - start > 7 * DAY_MS:
                 raise InvalidInput("a label covers one run of an appliance: at most 7 days")
             rows.append(
@@ -526,6 +530,8 @@ class AiService:
             raise InvalidInput("'to' must be after 'from'")
         if to_ms - from_ms > MAX_TIMELINE_MS:
             raise InvalidInput("appliance timelines cover at most 31 days per request")
+        if from_ms < 0 or to_ms > LATEST_MS:
+            raise InvalidInput("'from' and 'to' must lie between 1970 and 2200")
         model = self._load(device_id, NILM_KIND)
         version = self.ai.list_models(device_id, NILM_KIND)[0]
         tz = self._tz(device)
