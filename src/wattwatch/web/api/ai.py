@@ -12,8 +12,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from wattwatch.ai.service import AiService
-from wattwatch.domain import now_ms
-from wattwatch.errors import Unavailable
+from wattwatch.domain import now_ms, parse_ts
+from wattwatch.errors import InvalidInput, Unavailable
 from wattwatch.web.deps import Caller, Services, parse_time
 
 router = APIRouter(prefix="/api/v1", tags=["ai"])
@@ -47,7 +47,10 @@ class TrainIn(BaseModel):
 
 
 def _ms(value: int | str) -> int:
-    return parse_time(str(value), 0)
+    try:
+        return parse_ts(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 @router.post("/devices/{device_id}/labels", status_code=201)
