@@ -1,21 +1,28 @@
 """MQTT ingest benchmark: single-reading QoS 1 messages from many device connections.
 
-Measured in one run, with the same publishers (one asyncio process, one TCP connection per
-device, each keeping ``--window`` messages in flight):
+Measured in one run, with the same publishers (``--publishers`` processes, one TCP connection
+per device, each keeping ``--window`` messages in flight; pre-encoded PUBLISHes written by an
+asyncio Protocol per connection, every PUBACK matched to a packet id in flight, so the load
+side costs a few µs a message and is not the limit):
 
 1. wattwatch embedded broker (``wattwatch serve``): devices authenticate with uid/token and
    publish ``wattwatch/<uid>/telemetry``; the broker acknowledges a message only after its
    reading is committed, so first PUBLISH → last PUBACK is publish → committed. The store is
    counted afterwards.
 2. bare routing of the brokers: a stock ``amqtt.broker.Broker`` (anonymous, on uvloop like
-   serve), and Mosquitto; the same publishers, one plain QoS 1 subscriber on
-   ``wattwatch/+/telemetry``: first PUBLISH → last message received by the subscriber.
+   serve; MQTT 3.1.1 only, skip it with ``--mqtt 5``), and Mosquitto; the same publishers,
+   one plain QoS 1 subscriber on ``wattwatch/+/telemetry``: first PUBLISH → last message
+   received by the subscriber.
 3. Mosquitto + W ``wattwatch worker`` processes (shared subscription, manual ack after
    commit): a private Mosquitto on a free port (the tuned configuration of docs/scale-out.md),
    first PUBLISH → the store holds every reading. One worker uses SQLite (it owns the data
    dir); more need PostgreSQL (``--pg-url``).
 
-Usage: python bench/mqtt.py [--devices 1000] [--messages 20] [--workers 1 2]
+Every line reports the rate, the CPU the system under test used meanwhile (msg per
+CPU-second: what an idle core would sustain, whatever else runs on the machine) and the CPU
+of the load side.
+
+Usage: python bench/mqtt.py [--devices 1000] [--messages 50] [--publishers 2] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -49,10 +56,19 @@ from wattwatch.broker import codec
 Device = tuple[str, str | None, str | None]  # client id = uid, user, password
 
 
-# --- load generator (its own process) ---------------------------------------------------
+# --- load generator (its own processes) -------------------------------------------------
+#
+# Publishers and the subscriber are asyncio Protocols on uvloop: every PUBLISH is encoded
+# before the start signal, and one read callback parses all the acknowledgements that arrived
+# and answers them with one write of the next packets. They are still honest MQTT clients
+# (CONNECT/CONNACK, QoS 1 with a window of packet ids in flight, every PUBACK matched to a
+# packet id in flight and its reason code checked), just without a task, a future and a
+# write per message, which is what capped the previous generator near 10,000 msg/s.
 
 
-def connect_packet(client_id: str, user: str | None, password: str | None) -> bytes:
+def connect_packet(
+    client_id: str, user: str | None, password: str | None, v5: bool = False
+) -> bytes:
     flags = 0x02
     payload = len(client_id.encode()).to_bytes(2, "big") + client_id.encode()
     if user is not None:
@@ -61,51 +77,135 @@ def connect_packet(client_id: str, user: str | None, password: str | None) -> by
     if password is not None:
         flags |= 0x40
         payload += len(password.encode()).to_bytes(2, "big") + password.encode()
-    body = b"\x00\x04MQTT\x04" + bytes((flags,)) + (600).to_bytes(2, "big") + payload
+    level = b"\x05" if v5 else b"\x04"
+    props = b"\x00" if v5 else b""
+    body = b"\x00\x04MQTT" + level + bytes((flags,)) + (600).to_bytes(2, "big") + props + payload
     return codec.frame(0x10, body)
 
 
-async def _publisher(
-    host: str,
-    port: int,
-    device: Device,
-    messages: int,
-    window: int,
-    ts0: int,
-    gate: asyncio.Event,
-    connecting: asyncio.Semaphore,
-    out: dict[str, Any],
-) -> None:
-    uid, user, password = device
-    async with connecting:
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(connect_packet(uid, user, password))
-        connack = await reader.readexactly(4)
-    if connack[3] != 0:
-        raise RuntimeError(f"{uid}: CONNACK {connack[3]}")
-    out["connected"] += 1
-    await gate.wait()
+class LoadError(RuntimeError):
+    pass
+
+
+def split_packets(buf: bytes) -> tuple[list[tuple[int, int, int]], int]:
+    """Complete MQTT packets at the start of ``buf``: [(first byte, body start, body end)]
+    and the number of bytes they take."""
+    out: list[tuple[int, int, int]] = []
+    pos, n = 0, len(buf)
+    while pos + 2 <= n:
+        length, mult, i = 0, 1, pos + 1
+        while True:
+            if i >= n:
+                return out, pos
+            b = buf[i]
+            i += 1
+            length += (b & 0x7F) * mult
+            if b < 0x80:
+                break
+            mult <<= 7
+            if mult > 1 << 21:
+                raise LoadError("malformed remaining length")
+        end = i + length
+        if end > n:
+            break
+        out.append((buf[pos], i, end))
+        pos = end
+    return out, pos
+
+
+class _Publisher(asyncio.Protocol):
+    """One device connection: CONNECT, then QoS 1 PUBLISHes with ``window`` in flight."""
+
+    def __init__(self, connect: bytes, packets: list[bytes], window: int, v5: bool) -> None:
+        self.connect = connect
+        self.packets = packets
+        self.window = window
+        self.v5 = v5
+        self.buf = b""
+        self.sent = 0
+        self.acked = 0
+        self.inflight: set[int] = set()
+        loop = asyncio.get_running_loop()
+        self.connack: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[float] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.write(self.connect)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.connack, self.finished):
+            if not fut.done():
+                fut.set_exception(LoadError(f"connection lost after {self.acked} acks: {exc!r}"))
+
+    def _fail(self, why: str) -> None:
+        for fut in (self.connack, self.finished):
+            if not fut.done():
+                fut.set_exception(LoadError(why))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _send(self, k: int) -> None:
+        start = self.sent
+        end = min(start + k, len(self.packets))
+        if end <= start:
+            return
+        for i in range(start, end):
+            self.inflight.add(i % 65535 + 1)
+        self.sent = end
+        assert self.transport is not None
+        self.transport.write(b"".join(self.packets[start:end]))
+
+    def go(self) -> None:
+        self._send(self.window)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        packets, used = split_packets(buf)
+        self.buf = buf[used:]
+        acks = 0
+        inflight = self.inflight
+        for first, start, end in packets:
+            kind = first >> 4
+            if kind == 4:  # PUBACK: packet id, then (MQTT 5) a reason code when not success
+                pid = buf[start] << 8 | buf[start + 1]
+                if end - start > 2 and buf[start + 2] >= 0x80:
+                    return self._fail(f"PUBACK {pid} with reason 0x{buf[start + 2]:02x}")
+                if pid not in inflight:
+                    return self._fail(f"PUBACK for packet id {pid}, which is not in flight")
+                inflight.discard(pid)
+                acks += 1
+            elif kind == 2:  # CONNACK
+                if buf[start + 1] != 0:
+                    return self._fail(f"CONNACK refused: 0x{buf[start + 1]:02x}")
+                if not self.connack.done():
+                    self.connack.set_result(None)
+            elif kind == 14:  # DISCONNECT (MQTT 5)
+                return self._fail("the broker disconnected us")
+            elif kind != 13:  # PINGRESP is fine; nothing else is expected
+                return self._fail(f"unexpected packet type {kind}")
+        if acks:
+            self.acked += acks
+            if self.acked >= len(self.packets):
+                if not self.finished.done():
+                    self.finished.set_result(time.time())
+            else:
+                self._send(acks)
+
+
+def _publish_packets(uid: str, messages: int, ts0: int, v5: bool) -> list[bytes]:
     topic = f"wattwatch/{uid}/telemetry"
-    sent = acked = 0
-
-    def publish(i: int) -> bytes:
-        payload = b'{"ts":%d,"power_w":%d.5,"voltage_v":230.1}' % (ts0 + i * 1000, 100 + i)
-        return codec.publish(topic, payload, 1, i % 65535 + 1)
-
-    while sent < min(window, messages):
-        writer.write(publish(sent))
-        sent += 1
-    while acked < messages:
-        ack = await reader.readexactly(4)
-        if ack[0] != 0x40:
-            raise RuntimeError(f"{uid}: expected PUBACK, got packet 0x{ack[0]:02x}")
-        acked += 1
-        if sent < messages:
-            writer.write(publish(sent))
-            sent += 1
-    out["acked"] += acked
-    out["last_ack"] = max(out["last_ack"], time.time())
-    writer.close()
+    return [
+        codec.publish(
+            topic,
+            b'{"ts":%d,"power_w":%d.5,"voltage_v":230.1}' % (ts0 + i * 1000, 100 + i),
+            1,
+            i % 65535 + 1,
+            v5=v5,
+        )
+        for i in range(messages)
+    ]
 
 
 def generate(
@@ -114,37 +214,52 @@ def generate(
     devices: list[Device],
     messages: int,
     window: int,
+    v5: bool,
+    ts0: int,
     ready: Any,
     go: Any,
     results: Any,
 ) -> None:
-    """Connect every device, signal ``ready``, wait for ``go``, publish, report."""
+    """Connect ``devices``, signal ``ready``, wait for ``go``, publish, report."""
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
 
     async def main() -> dict[str, Any]:
-        out: dict[str, Any] = {"connected": 0, "acked": 0, "last_ack": 0.0}
-        gate = asyncio.Event()
+        loop = asyncio.get_running_loop()
         connecting = asyncio.Semaphore(64)
-        ts0 = int(time.time() * 1000) - messages * 1000 - 60_000
-        tasks = [
-            asyncio.create_task(
-                _publisher(host, port, d, messages, window, ts0, gate, connecting, out)
+        clients: list[_Publisher] = []
+
+        async def open_one(device: Device) -> None:
+            uid, user, password = device
+            client = _Publisher(
+                connect_packet(uid, user, password, v5),
+                _publish_packets(uid, messages, ts0, v5),
+                window,
+                v5,
             )
-            for d in devices
-        ]
-        while out["connected"] < len(devices):
-            failed = [t for t in tasks if t.done() and t.exception()]
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-            await asyncio.sleep(0.05)
+            async with connecting:
+                await loop.create_connection(lambda: client, host, port)
+                await client.connack
+            clients.append(client)
+
+        await asyncio.gather(*(open_one(d) for d in devices))
         ready.set()
         await asyncio.to_thread(go.wait)
-        out["first_publish"] = time.time()
         cpu0 = time.process_time()
-        gate.set()
-        await asyncio.gather(*tasks)
-        out["cpu_s"] = time.process_time() - cpu0
-        return out
+        first = time.time()
+        for client in clients:
+            client.go()
+        last = max(await asyncio.gather(*(c.finished for c in clients)))
+        cpu = time.process_time() - cpu0
+        for client in clients:
+            assert client.transport is not None
+            client.transport.close()
+        return {
+            "connected": len(clients),
+            "acked": sum(c.acked for c in clients),
+            "first_publish": first,
+            "last_ack": last,
+            "cpu_s": cpu,
+        }
 
     try:
         import uvloop
@@ -155,44 +270,82 @@ def generate(
         raise
 
 
-def subscribe(host: str, port: int, expected: int, ready: Any, results: Any) -> None:
+class _Subscriber(asyncio.Protocol):
+    """A plain QoS 1 subscriber on ``wattwatch/+/telemetry``, acknowledging every PUBLISH."""
+
+    def __init__(self, expected: int, v5: bool) -> None:
+        self.expected = expected
+        self.v5 = v5
+        self.buf = b""
+        self.got = 0
+        self.last = 0.0
+        loop = asyncio.get_running_loop()
+        self.suback: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.write(connect_packet(f"sub-{os.getpid()}", None, None, self.v5))
+        topic = b"wattwatch/+/telemetry"
+        props = b"\x00" if self.v5 else b""
+        body = b"\x00\x01" + props + len(topic).to_bytes(2, "big") + topic + b"\x01"
+        transport.write(codec.frame(0x82, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.suback, self.done):
+            if not fut.done():
+                fut.set_exception(LoadError(f"subscriber lost its connection: {exc!r}"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        packets, used = split_packets(buf)
+        self.buf = buf[used:]
+        acks: list[bytes] = []
+        got = 0
+        for first, start, end in packets:
+            kind = first >> 4
+            if kind == 3:
+                got += 1
+                if first & 0x06:
+                    tlen = buf[start] << 8 | buf[start + 1]
+                    acks.append(b"\x40\x02" + buf[start + 2 + tlen : start + 4 + tlen])
+            elif kind == 9 and not self.suback.done():  # SUBACK
+                code = buf[end - 1]
+                if code >= 0x80:
+                    self.suback.set_exception(LoadError(f"SUBACK 0x{code:02x}"))
+                else:
+                    self.suback.set_result(None)
+        if acks:
+            assert self.transport is not None
+            self.transport.write(b"".join(acks))
+        if got:
+            self.got += got
+            self.last = time.time()
+            if self.got >= self.expected and not self.done.done():
+                self.done.set_result(None)
+
+
+def subscribe(host: str, port: int, expected: int, v5: bool, ready: Any, results: Any) -> None:
     """A plain QoS 1 subscriber counting what the broker routes to it."""
 
     async def main() -> dict[str, Any]:
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(connect_packet(f"sub-{os.getpid()}", None, None))
-        await reader.readexactly(4)
-        topic = b"wattwatch/+/telemetry"
-        body = b"\x00\x01" + len(topic).to_bytes(2, "big") + topic + b"\x01"
-        writer.write(codec.frame(0x82, body))
-        await reader.readexactly(5)  # SUBACK
+        loop = asyncio.get_running_loop()
+        sub = _Subscriber(expected, v5)
+        await loop.create_connection(lambda: sub, host, port)
+        await sub.suback
         ready.set()
-        got = 0
-        last = 0.0
-        while got < expected:
-            first, packet = await codec.read_packet(_Reader(reader), 1 << 20)
-            if first >> 4 != codec.PUBLISH:
-                continue
-            got += 1
-            last = time.time()
-            qos = (first >> 1) & 3
-            if qos:
-                tlen = int.from_bytes(packet[:2], "big")
-                pid = packet[2 + tlen : 4 + tlen]
-                writer.write(b"\x40\x02" + pid)
-        return {"received": got, "last": last}
+        cpu0 = time.process_time()
+        await sub.done
+        return {"received": sub.got, "last": sub.last, "cpu_s": time.process_time() - cpu0}
 
-    import uvloop
+    try:
+        import uvloop
 
-    results.put(uvloop.run(main()))
-
-
-class _Reader:
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
-
-    async def read(self, n: int = -1) -> bytes:
-        return await self.reader.readexactly(n)
+        results.put(uvloop.run(main()))
+    except BaseException as exc:
+        results.put({"error": repr(exc)})
+        raise
 
 
 # --- the systems under test --------------------------------------------------------------
@@ -204,6 +357,7 @@ class Result:
     messages: int
     seconds: float
     cpu_s: float = 0.0  # CPU time of the system under test (broker, workers) meanwhile
+    load_cpu_s: float = 0.0  # CPU time of the publishers and the subscriber meanwhile
 
     @property
     def rate(self) -> float:
@@ -226,43 +380,99 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+@dataclass
+class Load:
+    """What the load side saw: the publishers (all processes together) and the subscriber."""
+
+    first_publish: float
+    last_ack: float
+    acked: int
+    load_cpu_s: float  # CPU of the publisher and subscriber processes while publishing
+    sut_cpu0: float  # CPU-s the system under test had used at the start signal
+    received: int = 0
+    last_received: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    messages: int  # per device
+    window: int
+    publishers: int  # processes
+    v5: bool
+
+
 def run_load(
     host: str,
     port: int,
     devices: list[Device],
-    messages: int,
-    window: int,
+    shape: LoadShape,
+    *,
     subscriber: bool,
-    pids: list[int] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any] | None, float]:
+    sut_pids: list[int],
+) -> Load:
     ctx = mp.get_context("spawn")
-    ready, go, sub_ready = ctx.Event(), ctx.Event(), ctx.Event()
+    go, sub_ready = ctx.Event(), ctx.Event()
     results, sub_results = ctx.Queue(), ctx.Queue()
     sub = None
     if subscriber:
         sub = ctx.Process(
-            target=subscribe, args=(host, port, len(devices) * messages, sub_ready, sub_results)
+            target=subscribe,
+            args=(host, port, len(devices) * shape.messages, shape.v5, sub_ready, sub_results),
         )
         sub.start()
         if not sub_ready.wait(30):
             raise RuntimeError("subscriber did not start")
-    gen = ctx.Process(
-        target=generate, args=(host, port, devices, messages, window, ready, go, results)
+    ts0 = int(time.time() * 1000) - shape.messages * 1000 - 60_000
+    procs, readies = [], []
+    n = max(1, min(shape.publishers, len(devices)))
+    for k in range(n):
+        ready = ctx.Event()
+        proc = ctx.Process(
+            target=generate,
+            args=(
+                host,
+                port,
+                devices[k::n],
+                shape.messages,
+                shape.window,
+                shape.v5,
+                ts0,
+                ready,
+                go,
+                results,
+            ),
+        )
+        proc.start()
+        procs.append(proc)
+        readies.append(ready)
+    try:
+        for ready in readies:
+            if not ready.wait(300):
+                raise RuntimeError(f"publishers did not connect: {results.get(timeout=5)}")
+        sut_cpu0 = cpu_seconds(sut_pids)
+        go.set()
+        outs = [results.get(timeout=600) for _ in procs]
+        errors = [o["error"] for o in outs if "error" in o]
+        if errors:
+            raise RuntimeError(errors[0])
+        sub_out = sub_results.get(timeout=600) if sub is not None else None
+        if sub_out is not None and "error" in sub_out:
+            raise RuntimeError(sub_out["error"])
+    finally:
+        for proc in [*procs, *([sub] if sub is not None else [])]:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    return Load(
+        first_publish=min(o["first_publish"] for o in outs),
+        last_ack=max(o["last_ack"] for o in outs),
+        acked=sum(o["acked"] for o in outs),
+        load_cpu_s=sum(o["cpu_s"] for o in outs) + (sub_out["cpu_s"] if sub_out else 0.0),
+        sut_cpu0=sut_cpu0,
+        received=sub_out["received"] if sub_out else 0,
+        last_received=sub_out["last"] if sub_out else 0.0,
     )
-    gen.start()
-    if not ready.wait(300):
-        raise RuntimeError(f"publishers did not connect: {results.get(timeout=5)}")
-    if pids is not None:
-        pids.append(-int(cpu_seconds(pids) * 1000))  # CPU ms at the start, read by the caller
-    go.set()
-    out = results.get(timeout=600)
-    if "error" in out:
-        raise RuntimeError(out["error"])
-    gen.join()
-    sub_out = sub_results.get(timeout=600) if sub is not None else None
-    if sub is not None:
-        sub.join()
-    return out, sub_out, out["first_publish"]
 
 
 def make_devices(settings_kw: dict[str, Any], n: int, prefix: str) -> list[Device]:
@@ -297,7 +507,7 @@ def count_readings(settings_kw: dict[str, Any]) -> int:
         store.close()
 
 
-def bench_embedded(n: int, messages: int, window: int, tmp: Path) -> Result:
+def bench_embedded(n: int, shape: LoadShape, tmp: Path) -> Result:
     data = tmp / "embedded"
     kw = {"data_dir": data}
     devices = make_devices(kw, n, "emb-")
@@ -306,16 +516,20 @@ def bench_embedded(n: int, messages: int, window: int, tmp: Path) -> Result:
     assert srv.proc is not None
     pids = [srv.proc.pid]
     try:
-        out, _, first = run_load("127.0.0.1", srv.mqtt_port, devices, messages, window, False, pids)
-        cpu = cpu_seconds(pids[:1]) + pids[1] / 1000
+        load = run_load("127.0.0.1", srv.mqtt_port, devices, shape, subscriber=False, sut_pids=pids)
+        cpu = cpu_seconds(pids) - load.sut_cpu0
     finally:
         srv.stop()
     stored = count_readings(kw)
-    total = n * messages
-    assert out["acked"] == total, out
+    total = n * shape.messages
+    assert load.acked == total, load
     assert stored == total, f"store has {stored} readings, expected {total}"
     return Result(
-        "wattwatch embedded broker (publish → committed)", total, out["last_ack"] - first, cpu
+        "wattwatch embedded broker (publish → committed)",
+        total,
+        load.last_ack - load.first_publish,
+        cpu,
+        load.load_cpu_s,
     )
 
 
@@ -371,23 +585,23 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def bench_bare_amqtt(n: int, messages: int, window: int) -> Result:
+def bench_bare_amqtt(n: int, shape: LoadShape) -> Result:
     port = free_port()
     devices: list[Device] = [(f"bare-{i}", None, None) for i in range(n)]
     with process([sys.executable, "-c", _AMQTT_SCRIPT % port], "ready") as broker:
         pids = [broker.pid]
-        _, sub, first = run_load("127.0.0.1", port, devices, messages, window, True, pids)
-        cpu = cpu_seconds(pids[:1]) + pids[1] / 1000
-    assert sub is not None
+        load = run_load("127.0.0.1", port, devices, shape, subscriber=True, sut_pids=pids)
+        cpu = cpu_seconds(pids) - load.sut_cpu0
     return Result(
         "bare amqtt routing (publisher → plain subscriber)",
-        sub["received"],
-        sub["last"] - first,
+        load.received,
+        load.last_received - load.first_publish,
         cpu,
+        load.load_cpu_s,
     )
 
 
-def bench_bare_mosquitto(n: int, messages: int, window: int, tmp: Path) -> Result:
+def bench_bare_mosquitto(n: int, shape: LoadShape, tmp: Path) -> Result:
     mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
     conf = tmp / f"mosquitto-bare-{port}.conf"
@@ -396,14 +610,14 @@ def bench_bare_mosquitto(n: int, messages: int, window: int, tmp: Path) -> Resul
     with process([mosq, "-c", str(conf)]) as broker:
         wait_port(port)
         pids = [broker.pid]
-        _, sub, first = run_load("127.0.0.1", port, devices, messages, window, True, pids)
-        cpu = cpu_seconds(pids[:1]) + pids[1] / 1000
-    assert sub is not None
+        load = run_load("127.0.0.1", port, devices, shape, subscriber=True, sut_pids=pids)
+        cpu = cpu_seconds(pids) - load.sut_cpu0
     return Result(
         "bare Mosquitto routing (publisher → plain subscriber)",
-        sub["received"],
-        sub["last"] - first,
+        load.received,
+        load.last_received - load.first_publish,
         cpu,
+        load.load_cpu_s,
     )
 
 
@@ -422,7 +636,7 @@ def mosquitto_conf(port: int, path: Path) -> None:
 
 
 def bench_mosquitto(
-    n: int, messages: int, window: int, workers: int, tmp: Path, pg_url: str | None
+    n: int, shape: LoadShape, workers: int, tmp: Path, pg_url: str | None
 ) -> Result:
     mosq = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
@@ -443,7 +657,7 @@ def bench_mosquitto(
         store_args = ["--database-url", url]
     try:
         devices = make_devices(kw, n, f"m{port}-")
-        total = n * messages
+        total = n * shape.messages
         env = {**os.environ, "WATTWATCH_LOG_LEVEL": "warning"}
         with contextlib.ExitStack() as stack:
             pids = [stack.enter_context(process([mosq, "-c", str(conf)])).pid]
@@ -475,7 +689,7 @@ def bench_mosquitto(
 
             store = open_store(Settings(**kw), lock=False)
             try:
-                _, _, first = run_load("127.0.0.1", port, devices, messages, window, False, pids)
+                load = run_load("127.0.0.1", port, devices, shape, subscriber=False, sut_pids=pids)
                 deadline = time.monotonic() + 600
                 stored = 0
                 while time.monotonic() < deadline:
@@ -484,7 +698,7 @@ def bench_mosquitto(
                         break
                     time.sleep(0.02)
                 done = time.time()
-                cpu = cpu_seconds(pids[:-1]) + pids[-1] / 1000
+                cpu = cpu_seconds(pids) - load.sut_cpu0
             finally:
                 store.close()
         assert stored == total, f"store has {stored} readings, expected {total}"
@@ -492,8 +706,9 @@ def bench_mosquitto(
         return Result(
             f"Mosquitto + {workers} worker{'s' if workers > 1 else ''} ({backend}, → committed)",
             total,
-            done - first,
+            done - load.first_publish,
             cpu,
+            load.load_cpu_s,
         )
     finally:
         if dbname is not None:
@@ -510,8 +725,12 @@ def _pg_admin(url: str, sql: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=1000)
-    ap.add_argument("--messages", type=int, default=20, help="per device")
+    ap.add_argument("--messages", type=int, default=50, help="per device")
     ap.add_argument("--window", type=int, default=4, help="QoS 1 messages in flight per device")
+    ap.add_argument(
+        "--publishers", type=int, default=2, help="publisher processes (devices dealt out)"
+    )
+    ap.add_argument("--mqtt", choices=["3.1.1", "5"], default="3.1.1", help="protocol version")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument(
@@ -520,41 +739,55 @@ def main() -> None:
         default="auto",
         help="auto: SQLite for one worker (it owns the data dir), PostgreSQL for more",
     )
-    ap.add_argument("--skip", nargs="*", default=[], choices=["embedded", "bare", "mosquitto"])
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["embedded", "bare", "mosquitto", "workers"],
+        help="bare: stock amqtt; mosquitto: bare Mosquitto; workers: Mosquitto + workers",
+    )
     args = ap.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
     n, m = args.devices, args.messages
+    shape = LoadShape(m, args.window, args.publishers, args.mqtt == "5")
     print(
         f"{n:,} device connections × {m} single-reading QoS 1 messages = {n * m:,} messages, "
-        f"{args.window} in flight per connection; {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at the start (other processes share the CPUs)"
+        f"MQTT {args.mqtt}, {args.window} in flight per connection, {args.publishers} publisher "
+        f"processes; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start "
+        "(other processes share the CPUs)"
     )
     results: list[Result] = []
+
+    def done(r: Result) -> None:
+        results.append(r)
+        print(f"  {r.name}: {r.rate:,.0f}/s (load average {os.getloadavg()[0]:.1f})", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if "embedded" not in args.skip:
-            results.append(bench_embedded(n, m, args.window, tmp))
-            print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
+            done(bench_embedded(n, shape, tmp))
         if "bare" not in args.skip:
-            results.append(bench_bare_amqtt(n, m, args.window))
-            print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
+            done(bench_bare_amqtt(n, shape))
         if "mosquitto" not in args.skip:
-            results.append(bench_bare_mosquitto(n, m, args.window, tmp))
-            print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
+            done(bench_bare_mosquitto(n, shape, tmp))
+        if "workers" not in args.skip:
             for w in args.workers:
                 pg = None if w == 1 and args.worker_store == "auto" else args.pg_url
-                results.append(bench_mosquitto(n, m, args.window, w, tmp, pg))
-                print(f"  {results[-1].name}: {results[-1].rate:,.0f}/s", flush=True)
+                done(bench_mosquitto(n, shape, w, tmp, pg))
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     print(
-        f"{'system':<58} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'CPU s':>7} {'msg/CPU-s':>10}"
+        f"{'system':<58} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'CPU s':>7} "
+        f"{'msg/CPU-s':>10} {'load CPU s':>10}"
     )
     for r in results:
         print(
             f"{r.name:<58} {r.messages:>9,} {r.seconds:>8.2f} {r.rate:>9,.0f} {r.cpu_s:>7.1f} "
-            f"{r.per_cpu_s:>10,.0f}"
+            f"{r.per_cpu_s:>10,.0f} {r.load_cpu_s:>10.1f}"
         )
-    print("(CPU s: broker / server / worker and Mosquitto processes, all threads, meanwhile)")
+    print(
+        "(CPU s: broker / server / worker and Mosquitto processes, all threads, meanwhile; "
+        "load CPU s: the publisher and subscriber processes)"
+    )
     by_name = {r.name.split(" (")[0]: r for r in results}
     emb = by_name.get("wattwatch embedded broker")
     bare = by_name.get("bare amqtt routing")
@@ -563,6 +796,14 @@ def main() -> None:
             f"\nembedded ingest / bare amqtt routing: {emb.rate / bare.rate:.2f}× by wall "
             f"clock, {emb.per_cpu_s / bare.per_cpu_s:.2f}× per CPU-second"
         )
+    mosq = by_name.get("bare Mosquitto routing")
+    if mosq:
+        for r in results:
+            if r.name.startswith("Mosquitto + "):
+                print(
+                    f"{r.name.split(' (')[0]} / bare Mosquitto routing: "
+                    f"{r.rate / mosq.rate:.2f}× by wall clock"
+                )
 
 
 if __name__ == "__main__":
