@@ -367,6 +367,9 @@ class RegistryService:
     ) -> dict[str, Any]:
         principal.require(Role.ADMIN)
         self.db.get_site(principal.org_id, site_id)  # 404 before 403: another org's site
+        for key in ("name", "timezone", "tariff"):
+            if key in values and values[key] is None:
+                raise InvalidInput(f"{key} cannot be null; leave it out to keep it")
         if "tariff" in values:
             principal.require_billing()
         if "timezone" in values:

@@ -210,6 +210,8 @@ class SqlRegistry:
 
     def update_site(self, org_id: int, site_id: int, values: Record) -> None:
         self.get_site(org_id, site_id)
+        if not values:
+            return  # an empty PATCH: an UPDATE without SET is not SQL
         with self.engine.begin() as conn:
             conn.execute(update(sites).where(sites.c.id == site_id).values(**values))
         self.forget_caches()
