@@ -1447,14 +1447,35 @@ def ai_evaluate(
     train: Annotated[Path | None, typer.Option(help="training house (transfer)")] = None,
     train_days: Annotated[int, typer.Option(help="valid days to train on; 0 = all")] = 14,
     extra_baselines: Annotated[bool, typer.Option(help="also CO/FHMM with a rest model")] = False,
+    anomaly: Annotated[
+        bool, typer.Option(help="evaluate the anomaly detectors on injected faults instead")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Score wattwatch NILM against Mean, CO and FHMM, and the day-ahead forecast, on a house."""
     try:
-        from wattwatch.ai.evaluate import run_evaluation
+        from wattwatch.ai.evaluate import run_anomaly_evaluation, run_evaluation
     except ImportError as exc:
         err.print(f"[red]error:[/red] the AI extra is missing ({exc}); pip install 'wattwatch[ml]'")
         raise typer.Exit(2) from None
+    if anomaly:
+        try:
+            report = run_anomaly_evaluation(dataset)
+        except (ValueError, FileNotFoundError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        for r in report["devices"].values():  # no fault found: no delay (null, not NaN)
+            if r["median_delay_h"] != r["median_delay_h"]:
+                r["median_delay_h"] = None
+        if as_json:
+            print(json.dumps(report, indent=2, default=str))
+            return
+        rows = [{"device": dev, **r} for dev, r in report["devices"].items()]
+        for r in rows:
+            r.pop("false_alarm_examples", None)
+            r.pop("false_alarms_by_kind", None)
+        emit(rows, False, f"anomaly detection on {dataset.name} (injected faults)")
+        return
     if protocol not in ("in-house", "transfer") or (protocol == "transfer" and train is None):
         err.print("[red]error:[/red] --protocol is in-house, or transfer with --train DIR")
         raise typer.Exit(2)
