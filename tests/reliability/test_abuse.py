@@ -199,7 +199,7 @@ def test_idle_and_slow_connections_do_not_starve_a_device(server: ServerProcess)
         ts_mqtt, took_mqtt = dev.publish()
         with httpx.Client(base_url=server.url, timeout=10) as fresh:
             assert fresh.get("/healthz").status_code == 200
-        assert took_http < 3.0 and took_mqtt < 3.0, (took_http, took_mqtt)
+        assert took_http < 5.0 and took_mqtt < 5.0, (took_http, took_mqtt)
         assert dev.stored(ts_http) and dev.stored(ts_mqtt)
         # The idle and the trickling connections are closed by the deadlines.
         for s in http_idle + mqtt_idle:
@@ -240,16 +240,16 @@ def test_a_connection_flood_beyond_the_caps_is_refused_while_devices_keep_workin
         http_flood = _open(server.http_port, 2 * HTTP_MAX)
         mqtt_flood = _open(server.mqtt_port, 2 * MQTT_MAX)
         flood = http_flood + mqtt_flood
-        answers = [_closed_by_server(s, 0.2) for s in http_flood[-HTTP_MAX // 2 :]]
+        answers = [_closed_by_server(s, 3.0) for s in http_flood[-HTTP_MAX // 2 :]]
         assert all(a is not None and a.startswith(b"HTTP/1.1 503") for a in answers), answers[:3]
         assert b"too many connections" in (answers[0] or b"")
-        mqtt_answers = [_closed_by_server(s, 0.2) for s in mqtt_flood[-MQTT_MAX // 2 :]]
+        mqtt_answers = [_closed_by_server(s, 3.0) for s in mqtt_flood[-MQTT_MAX // 2 :]]
         assert all(a == b"" for a in mqtt_answers), mqtt_answers[:3]
         # Established connections keep working meanwhile.
         for _ in range(3):
             ts_http, took_http = dev.upload()
             ts_mqtt, took_mqtt = dev.publish()
-            assert took_http < 3.0 and took_mqtt < 3.0
+            assert took_http < 5.0 and took_mqtt < 5.0
             assert dev.stored(ts_http) and dev.stored(ts_mqtt)
         refused = dev.metric("wattwatch_http_connections_closed_total", 'reason="refused"')
         assert refused - refused_before >= HTTP_MAX // 2
