@@ -1450,6 +1450,7 @@ def ai_evaluate(
     anomaly: Annotated[
         bool, typer.Option(help="evaluate the anomaly detectors on injected faults instead")
     ] = False,
+    starts: Annotated[int, typer.Option(help="anomaly: fault times per device", min=1)] = 24,
     as_json: AsJson = False,
 ) -> None:
     """Score wattwatch NILM against Mean, CO and FHMM, and the day-ahead forecast, on a house."""
@@ -1460,7 +1461,7 @@ def ai_evaluate(
         raise typer.Exit(2) from None
     if anomaly:
         try:
-            report = run_anomaly_evaluation(dataset)
+            report = run_anomaly_evaluation(dataset, n_starts=starts)
         except (ValueError, FileNotFoundError) as exc:
             err.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
