@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from tests.ai.conftest import synthetic_house
+from typer.testing import CliRunner
 
 from wattwatch.ai.anomaly import (
     CycleConfig,
@@ -22,6 +23,7 @@ from wattwatch.ai.anomaly import (
     stretch_profile,
 )
 from wattwatch.ai.evaluate import main, run_anomaly_evaluation
+from wattwatch.cli import app
 
 
 def test_base_load_step_found_within_a_day() -> None:
@@ -216,3 +218,11 @@ def test_anomaly_evaluation_command(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--dataset", str(tmp_path), "--anomaly", "--starts", "1"]) == 0
     assert "Dishwasher" in capsys.readouterr().out
     assert main(["--dataset", str(tmp_path), "--anomaly", "--starts", "0"]) == 2
+    # the same through the wattwatch CLI
+    result = CliRunner().invoke(
+        app, ["ai", "evaluate", "--dataset", str(tmp_path), "--anomaly", "--starts", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    cli = json.loads(result.output)
+    assert cli["devices"]["Dishwasher"]["eligible"] >= 1
+    assert cli["devices"]["WashingMachine"]["median_delay_h"] is None
