@@ -104,6 +104,7 @@ class SessionHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self.taken_over = False
         self._acks: collections.deque[_PendingAck] = collections.deque()
         self._room: asyncio.Future[None] | None = None
+        self._flush_scheduled = False
         self._qos2: set[int] = set()
         self._unsub_counts: dict[int, int] = {}
         self._last_rx = time.monotonic()
@@ -215,11 +216,15 @@ class SessionHandler(BrokerProtocolHandler):  # type: ignore[misc]
 
     def _done(self, entry: _PendingAck, outcome: Outcome) -> None:
         entry.outcome = outcome
-        if self._acks and self._acks[0] is entry:
-            self._flush_acks()
+        if not self._flush_scheduled and self._acks and self._acks[0] is entry:
+            # A commit answers all its messages in one go: acknowledge after the last of
+            # them, so a connection's messages of one commit cost one write (one syscall).
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
 
     def _flush_acks(self) -> None:
         """Acknowledge the finished messages at the head of the queue, in arrival order."""
+        self._flush_scheduled = False
         acks = self._acks
         out: list[bytes] = []
         while acks:
