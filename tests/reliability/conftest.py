@@ -7,6 +7,7 @@ exactly what survived, including rollup rows the API would only show summed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -152,17 +153,20 @@ class CrashableServer:
         # The next start's interpreter warms up while this one serves.
         self._standby = self._spawn_standby()
         deadline = began + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited ({proc.returncode}):\n{self.output()[-4000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{self.output()[-4000:]}")
-            time.sleep(0.02)
+        with httpx.Client(timeout=1) as probe:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"server exited ({proc.returncode}):\n{self.output()[-4000:]}"
+                    )
+                try:
+                    if probe.get(self.url + "/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start:\n{self.output()[-4000:]}")
+                time.sleep(0.02)
         self.start_s.append(time.monotonic() - began)
         if self.sqlite:
             holder = self.lock_path.read_text().strip()
@@ -178,6 +182,7 @@ class CrashableServer:
         pid = self.proc.pid
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self._close_stdin(self.proc)
         self.kills += 1
         if self.sqlite:
             # The dead process's lock file is still there, naming it: only the flock is gone.
@@ -199,6 +204,14 @@ class CrashableServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            self._close_stdin(self.proc)
+
+    @staticmethod
+    def _close_stdin(proc: subprocess.Popen[str]) -> None:
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
 
     def close(self) -> None:
         self.stop()
