@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import ServerProcess, free_port
@@ -131,7 +131,8 @@ class _Publisher(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        # uvloop's transport is no subclass of asyncio.Transport, only shaped like one.
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.write(self.connect)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -285,7 +286,8 @@ class _Subscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        # uvloop's transport is no subclass of asyncio.Transport, only shaped like one.
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.write(connect_packet(f"sub-{os.getpid()}", None, None, self.v5))
         topic = b"wattwatch/+/telemetry"
         props = b"\x00" if self.v5 else b""
@@ -719,7 +721,7 @@ def _pg_admin(url: str, sql: str) -> None:
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as c:
-        c.execute(sql)  # type: ignore[arg-type]
+        c.execute(sql)
 
 
 def main() -> None:

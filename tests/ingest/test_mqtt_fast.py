@@ -28,7 +28,7 @@ def general(payload: bytes) -> list[StoredRow] | None:
     decoded = native.decode_telemetry(payload, received_ms=RECEIVED)
     if decoded.rejected or not decoded.readings:
         return None
-    rows, _, bad = normalise(7, decoded.readings, Channels(), RECEIVED)  # type: ignore[arg-type]
+    rows, _, bad = normalise(7, decoded.readings, Channels(), RECEIVED)
     return None if bad else rows
 
 
@@ -52,7 +52,7 @@ values = st.one_of(
 @given(st.one_of(st.dictionaries(keys, values, max_size=6), st.lists(st.integers(-9, 9))))
 def test_fast_path_agrees_with_the_general_path(obj: Any) -> None:
     payload = orjson.dumps(obj)
-    fast = plain_native_row(payload, RECEIVED, 7, Channels())  # type: ignore[arg-type]
+    fast = plain_native_row(payload, RECEIVED, 7, Channels())
     if fast is not None:
         assert general(payload) == [fast]
 
