@@ -21,14 +21,13 @@ import sqlite3
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.httpload import post, send_all
 from tests.conftest import ServerProcess, login
 
 
@@ -344,24 +343,19 @@ def http_ingest(
             for body in rule_bodies(rules, ids):
                 api.post("/api/v1/alert-rules", json=body).raise_for_status()
             api.close()
-            payloads = [orjson.dumps(b) for b in batches]
-
-            def send(i: int) -> int:
-                with httpx.Client(base_url=srv.url, timeout=300) as c:
-                    r = c.post(
-                        "/api/v1/telemetry",
-                        content=payloads[i],
-                        headers={
-                            "Authorization": f"Bearer {tokens[i]}",
-                            "Content-Type": "application/json",
-                        },
-                    )
-                    r.raise_for_status()
-                    return int(r.json()["accepted"])
-
+            host = f"127.0.0.1:{srv.http_port}"
+            requests = [
+                post(
+                    host,
+                    "/api/v1/telemetry",
+                    orjson.dumps(b),
+                    {"Authorization": f"Bearer {tokens[i]}", "Content-Type": "application/json"},
+                )
+                for i, b in enumerate(batches)
+            ]
             started = time.perf_counter()
-            with ThreadPoolExecutor(clients) as pool:
-                accepted = sum(pool.map(send, range(len(batches))))
+            answers = asyncio.run(send_all("127.0.0.1", srv.http_port, requests, clients))
+            accepted = sum(int(a["accepted"]) for a in answers)  # type: ignore[call-overload]
             elapsed = time.perf_counter() - started
         finally:
             srv.stop()
