@@ -215,7 +215,11 @@ class IngestPipeline:
     async def ingest_objects(self, device: dict[str, Any], objects: list[Any]) -> BatchResult:
         """Ingest a parsed JSON array of native reading objects (the HTTP batch body)."""
         received = now_ms()
-        fast = normalise_uniform(device["id"], objects, self.channels, received)
+        # Checking and scaling a batch (numpy, and a registry read for its channels) runs in a
+        # worker thread: the event loop keeps reading other uploads meanwhile.
+        fast = await asyncio.to_thread(
+            normalise_uniform, device["id"], objects, self.channels, received
+        )
         if fast is not None:
             return await self.ingest_rows(device, *fast)
         from wattwatch.ingest.http import split_objects
