@@ -243,10 +243,18 @@ def run_killer(srv: CrashableServer, ledger: Ledger, total: int, kills: int) -> 
         for k in range(kills):
             lo, hi = k / (kills + 1), (k + 1) / (kills + 1)
             ledger.cap = hi
-            target = total * (lo + rng.uniform(0.2, 0.8) * (hi - lo))
-            while len(ledger.acknowledged) < target:
+            target = total * (lo + rng.uniform(0.1, 0.5) * (hi - lo))
+            # Clients stop at whole batches below the cap, which can leave the target out of
+            # reach: a stall of 3 s (everyone waiting at the cap) kills as well.
+            seen, since = -1, time.monotonic()
+            while (acked := len(ledger.acknowledged)) < target:
                 if ledger.abort.is_set():
                     return
+                if acked != seen:
+                    seen, since = acked, time.monotonic()
+                elif time.monotonic() - since > 3:
+                    ledger.count("kills_at_cap")
+                    break
                 time.sleep(0.005)
             time.sleep(rng.uniform(0, 0.1))
             srv.kill()
