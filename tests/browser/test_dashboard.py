@@ -93,6 +93,10 @@ def page(browser: Any, owner_state: dict[str, Any]) -> Iterator[Any]:
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(str(e)))
     yield pg
+    # The AI panels ask for a device's appliances and forecast; a device without a trained
+    # model or with under a week of history gets the documented 409 and the panel says why
+    # ("Not available: ..."). Chromium logs every non-2xx fetch; only those are expected here.
+    errors = [e for e in errors if "status of 409 (Conflict)" not in e]
     ctx.close()
     assert not errors, f"browser console errors (CSP violations included): {errors}"
 
