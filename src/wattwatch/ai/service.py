@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import re
 import threading
@@ -60,13 +61,11 @@ LABEL_BASE_MIN = 15
 
 
 def ml_available() -> bool:
-    """True when the ``[ml]`` extra (pandas, scikit-learn) can be imported."""
-    try:
-        import pandas  # noqa: F401
-        import sklearn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when the ``[ml]`` extra (pandas, scikit-learn) is installed.
+
+    Looked up, not imported: importing them takes seconds, and ``serve`` asks at start-up.
+    """
+    return all(importlib.util.find_spec(name) is not None for name in ("pandas", "sklearn"))
 
 
 def require_ml() -> None:
