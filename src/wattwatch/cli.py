@@ -849,9 +849,9 @@ def alert_rule_add(
     from wattwatch.alerts.rules import RULE_ADAPTER
 
     body: dict[str, Any] = {"name": name, "kind": kind, "severity": severity}
-    for key, value in (("device_id", device), ("site_id", site), ("area_id", area)):
-        if value is not None:
-            body[key] = value
+    for key, scope_id in (("device_id", device), ("site_id", site), ("area_id", area)):
+        if scope_id is not None:
+            body[key] = scope_id
     if channel is not None:
         body["channel"] = channel
     for item in set_ or []:

@@ -58,7 +58,7 @@ _DATA_DDL: tuple[str, ...] = (
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: create_ddl(AI_TABLES, postgresql_dialect.dialect()),
+    2: create_ddl(AI_TABLES, postgresql_dialect.dialect()),  # type: ignore[no-untyped-call]
 }
 
 # Column lists in StoredRow / rollup-row order, and their types for binary COPY.
