@@ -190,39 +190,39 @@ class AiService:
         self, channel_ids: Sequence[int], from_ms: int, to_ms: int, tz: str
     ) -> pd.Series:
         """Mean power per minute (W, summed over the channels) on a regular local index."""
-        import pandas as pd
-
-        start = from_ms - from_ms % MINUTE_MS
-        rows = self.store.query_rollup(channel_ids, Interval.MINUTE, start, to_ms, MAX_ROWS)
-        grid = np.arange(start, to_ms, MINUTE_MS, dtype=np.int64)
-        values = np.full(grid.size, np.nan)
-        for r in rows:
-            if r["pn"]:
-                i = (r["ts"] - start) // MINUTE_MS
-                w = r["psum"] / r["pn"] / 1000.0
-                values[i] = w if np.isnan(values[i]) else values[i] + w
-        if grid.size == 0:
-            return pd.Series([], dtype=float, index=pd.DatetimeIndex([]))
-        return _regular(grid, values, tz, "1min")
+        return self._mean_power(channel_ids, Interval.MINUTE, MINUTE_MS, "1min", from_ms, to_ms, tz)
 
     def hourly_power(
         self, channel_ids: Sequence[int], from_ms: int, to_ms: int, tz: str
     ) -> pd.Series:
         """Mean power per hour (W = Wh in the hour), summed over the channels."""
+        return self._mean_power(channel_ids, Interval.HOUR, HOUR_MS, "1h", from_ms, to_ms, tz)
+
+    def _mean_power(
+        self,
+        channel_ids: Sequence[int],
+        interval: Interval,
+        step_ms: int,
+        freq: str,
+        from_ms: int,
+        to_ms: int,
+        tz: str,
+    ) -> pd.Series:
+        """Mean power per ``interval`` rollup bucket, summed over the channels (NaN: no data)."""
         import pandas as pd
 
-        start = from_ms - from_ms % HOUR_MS
-        rows = self.store.query_rollup(channel_ids, Interval.HOUR, start, to_ms, MAX_ROWS)
-        grid = np.arange(start, to_ms, HOUR_MS, dtype=np.int64)
+        start = from_ms - from_ms % step_ms
+        rows = self.store.query_rollup(channel_ids, interval, start, to_ms, MAX_ROWS)
+        grid = np.arange(start, to_ms, step_ms, dtype=np.int64)
         values = np.full(grid.size, np.nan)
         for r in rows:
             if r["pn"]:
-                i = (r["ts"] - start) // HOUR_MS
+                i = (r["ts"] - start) // step_ms
                 w = r["psum"] / r["pn"] / 1000.0
                 values[i] = w if np.isnan(values[i]) else values[i] + w
         if grid.size == 0:
             return pd.Series([], dtype=float, index=pd.DatetimeIndex([]))
-        return _regular(grid, values, tz, "1h")
+        return _regular(grid, values, tz, freq)
 
     def newest_reading_ms(self, channel_ids: Sequence[int], until_ms: int) -> int | None:
         """Start of the newest stored minute of the channels before ``until_ms``."""
