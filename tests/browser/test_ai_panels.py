@@ -66,7 +66,14 @@ def test_appliance_and_forecast_panels_show_real_data(
     log_in(page, server.url, "owner@house.example", PASSWORD)
     page.goto(f"{server.url}/devices/{trained.monitor['id']}")
     now = page.locator("#appliances-now")
-    now.get_by_text("On at").wait_for(timeout=30_000)
+    try:
+        now.get_by_text("On at").wait_for(timeout=60_000)
+    except sync_api.TimeoutError:
+        panel = page.locator("#appliances").inner_text()
+        raise AssertionError(
+            f"now: {now.inner_text()!r}; panel: {panel!r}; page errors: {errors}\n"
+            f"server log:\n{server.read_output()[-4000:]}"
+        ) from None
     table = page.locator("#appliances table")
     assert table.locator("td", has_text="Kettle").count() == 1
     bars = page.locator("#appliance-timeline .tl-bar")

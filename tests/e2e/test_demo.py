@@ -48,7 +48,8 @@ class DemoProcess:
         )
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str]:
@@ -155,9 +156,11 @@ def test_demo_new_user_then_restart(tmp_path: Path) -> None:
     again = DemoProcess(data_dir, tmp_path / "demo-2.log")
     try:
         api = login(again)
-        out = again.wait_for(r"history: ([\d,]+) readings", 60).group(0)
+        # Restarted within a minute of the stop, nothing is missing at the history's 60 s step.
+        filled = again.wait_for(r"history: (?:([\d,]+) readings|up to date)", 60).group(1)
         assert "(reused from the data dir)" in again.output()
-        assert int(out.split()[1].replace(",", "")) < 22 * 20 * 60  # a few minutes, not a day
+        if filled is not None:
+            assert int(filled.replace(",", "")) < 22 * 20 * 60  # a few minutes, not a day
         assert len(api.get("/api/v1/sites").json()) == 2
         assert len(api.get("/api/v1/devices").json()) == 22
         again.wait_for(r"live: 22 devices", 60)

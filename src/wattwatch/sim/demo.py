@@ -177,6 +177,9 @@ class Demo:
                     f"history: {report.readings:,} readings at {step_s:g} s steps "
                     f"in {report.seconds:.1f} s"
                 )
+        nothing = not any(r.readings for r in reports)
+        if say is not None and nothing and not self._stop_backfill.is_set():
+            say("history: up to date, nothing missing since the last run")
         self.history = reports
         return reports
 
