@@ -73,6 +73,9 @@ class Subscription:
     )
     dropped: int = 0
 
+    def watches(self, org_id: int, device_id: int) -> bool:
+        return org_id == self.org_id and (self.device_ids is None or device_id in self.device_ids)
+
     def wants(self, event: LiveEvent) -> bool:
         if event.org_id != self.org_id:
             return False
@@ -98,40 +101,56 @@ class LiveHub:
         self._channel_names = channel_names
         self._names: dict[int, dict[int, str]] = {}
         self._subs: set[Subscription] = set()
-        self._latest: dict[int, dict[str, dict[str, Any]]] = {}  # device -> channel -> point
+        self._latest: dict[int, dict[int, Any]] = {}  # device -> channel id -> newest row
         self._last_seen_ms: dict[int, int] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- producers ------------------------------------------------------------------------
     def on_batch(self, batch: CommittedRows) -> None:
-        """Pipeline listener: remember the newest values and stream the batch's readings."""
+        """Pipeline listener: remember the newest values and stream the batch's readings.
+
+        Runs after every commit on the event loop, so the common case is cheap: the newest
+        row of each channel is kept as it is (names are looked up when someone asks), and
+        points are only built when a subscriber watches the device.
+        """
         if batch.org_id is None or not batch.rows:
             return
-        names = self._names_of(batch.device_id, batch.channel_names, batch.rows)
+        device_id = batch.device_id
+        if batch.channel_names:
+            self._names.setdefault(device_id, {}).update(batch.channel_names)
+        newest: dict[int, Any] = {}
+        for row in batch.rows:
+            seen = newest.get(row[0])
+            if seen is None or row[1] >= seen[1]:
+                newest[row[0]] = row
+        latest = self._latest.setdefault(device_id, {})
+        newest_ts = self._last_seen_ms.get(device_id, 0)
+        for channel_id, row in newest.items():
+            kept = latest.get(channel_id)
+            if kept is None or row[1] >= kept[1]:
+                latest[channel_id] = row
+            newest_ts = max(newest_ts, row[1])
+        self._last_seen_ms[device_id] = newest_ts
+        if not any(sub.watches(batch.org_id, device_id) for sub in self._subs):
+            return
+        names = self._names_of(device_id, batch.rows)
         per_channel: dict[int, list[Any]] = {}
         for row in batch.rows:
             per_channel.setdefault(row[0], []).append(row)
         points: list[dict[str, Any]] = []
         truncated = 0
-        latest = self._latest.setdefault(batch.device_id, {})
-        newest_ts = self._last_seen_ms.get(batch.device_id, 0)
         for channel_id, rows in per_channel.items():
             rows.sort(key=lambda r: r[1])
             truncated += max(0, len(rows) - STREAM_POINTS_PER_CHANNEL)
             name = names.get(channel_id, str(channel_id))
             for row in rows[-STREAM_POINTS_PER_CHANNEL:]:
                 points.append({"ts": row[1], "channel": name, **stored_row_values(row)})
-            last = points[-1]
-            if last["ts"] >= latest.get(name, {}).get("ts", 0):
-                latest[name] = last
-            newest_ts = max(newest_ts, last["ts"])
-        self._last_seen_ms[batch.device_id] = newest_ts
         points.sort(key=lambda p: p["ts"])
-        data: dict[str, Any] = {"device_id": batch.device_id, "points": points}
+        data: dict[str, Any] = {"device_id": device_id, "points": points}
         if truncated:
             data["truncated"] = truncated
-        self.publish("readings", batch.org_id, data, device_id=batch.device_id)
+        self.publish("readings", batch.org_id, data, device_id=device_id)
 
     def on_alert(self, event: AlertLike) -> None:
         """Alert engine listener: alert.raised, .updated, .acknowledged and .cleared."""
@@ -208,15 +227,20 @@ class LiveHub:
 
     # -- what is known now ----------------------------------------------------------------
     def latest(self, device_id: int) -> dict[str, dict[str, Any]]:
-        """The newest streamed reading of each channel of the device since the server started."""
-        return dict(self._latest.get(device_id, {}))
+        """The newest committed reading of each channel of the device since the server
+        started, by channel name."""
+        rows = list(self._latest.get(device_id, {}).values())
+        names = self._names_of(device_id, rows)
+        out: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            name = names.get(row[0], str(row[0]))
+            out[name] = {"ts": row[1], "channel": name, **stored_row_values(row)}
+        return out
 
     def last_seen_ms(self, device_id: int) -> int | None:
         return self._last_seen_ms.get(device_id)
 
-    def _names_of(self, device_id: int, given: dict[int, str], rows: list[Any]) -> dict[int, str]:
-        if given:
-            return given
+    def _names_of(self, device_id: int, rows: list[Any]) -> dict[int, str]:
         names = self._names.get(device_id, {})
         if any(row[0] not in names for row in rows) and self._channel_names is not None:
             try:

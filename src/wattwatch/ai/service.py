@@ -68,11 +68,39 @@ def ml_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("pandas", "sklearn"))
 
 
+_ML_IMPORT = threading.Lock()
+_ml_imported = False
+# Imported together, once: what the models are built from and what unpickling them needs.
+_ML_MODULES = (
+    "pandas",
+    "sklearn",
+    "wattwatch.ai.models",
+    "wattwatch.ai.nilm",
+    "wattwatch.ai.forecast",
+    "wattwatch.ai.anomaly",
+)
+
+
 def require_ml() -> None:
+    """Make sure the ``[ml]`` extra is there and imported (Unavailable when it is not).
+
+    The first import happens here, under a lock: two requests that import scikit-learn for
+    the first time at once (a device page asks for appliances and forecast together) can
+    otherwise see it half initialised, "cannot import name 'clone' from partially
+    initialized module 'sklearn.base'".
+    """
+    global _ml_imported
     if not ml_available():
         raise Unavailable(
             "appliance detection and forecasting need the [ml] extra: pip install 'wattwatch[ml]'"
         )
+    if _ml_imported:
+        return
+    with _ML_IMPORT:
+        if not _ml_imported:
+            for name in _ML_MODULES:
+                importlib.import_module(name)
+            _ml_imported = True
 
 
 def _norm(name: str) -> str:
@@ -209,6 +237,7 @@ class AiService:
         tz: str,
     ) -> pd.Series:
         """Mean power per ``interval`` rollup bucket, summed over the channels (NaN: no data)."""
+        require_ml()
         import pandas as pd
 
         start = from_ms - from_ms % step_ms
@@ -315,6 +344,7 @@ class AiService:
         labelling period is complete), inside a label the power above the base load of the
         minutes before it. A plug wins where both exist.
         """
+        require_ml()
         import pandas as pd
 
         tz = self._tz(device)
@@ -498,6 +528,7 @@ class AiService:
         cached = self._cache.get((device_id, kind))
         if cached is not None and cached[0] == version:
             return cached[1]
+        require_ml()
         from wattwatch.ai.models import ModelFormatError, load_model
 
         row = self.ai.newest_model(device_id, kind)
