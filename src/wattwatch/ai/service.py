@@ -10,8 +10,6 @@ Everything here blocks: callers on the event loop use ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
 import logging
 import re
@@ -25,6 +23,7 @@ import numpy as np
 
 from wattwatch.domain import Interval, Role, now_ms
 from wattwatch.errors import InvalidInput, NoModel, NotFound, Unavailable
+from wattwatch.periodic import PeriodicTask
 from wattwatch.store.ai import LABEL_SOURCES, SqlAiStore
 from wattwatch.store.base import ReadingStore
 from wattwatch.store.registry import SqlRegistry
@@ -949,10 +948,14 @@ def _effective_price(tariff: Tariff, hourly: pd.Series) -> float:
     return float(np.sum(prices * recent.to_numpy()) / float(recent.sum()))
 
 
-class AiScheduler:
+class AiScheduler(PeriodicTask):
     """The background task of ``wattwatch serve``: retrains models every
     ``retrain_interval_s`` and runs the anomaly check every ``anomaly_interval_s`` (0 = off),
     each in a worker thread. Off when the ``[ml]`` extra is missing."""
+
+    task_name = "ai-lifecycle"
+    logger = log
+    failure_message = "ai lifecycle task failed"
 
     def __init__(
         self,
@@ -973,7 +976,6 @@ class AiScheduler:
         self.poll_s = poll_s
         # not at once: a server starting up has better things to do
         self.first_delay_s = first_delay_s
-        self._task: asyncio.Task[None] | None = None
         self.runs: dict[str, int] = {"retrain": 0, "anomaly": 0}
 
     @property
@@ -981,18 +983,10 @@ class AiScheduler:
         return (self.retrain_interval_s > 0 or self.anomaly_interval_s > 0) and ml_available()
 
     def start(self) -> None:
-        if self._task is None:
-            if not ml_available():
-                log.info("ai: the [ml] extra is missing; no retraining or anomaly checks")
-            elif self.enabled:
-                self._task = asyncio.create_task(self._run(), name="ai-lifecycle")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._task is None and not ml_available():
+            log.info("ai: the [ml] extra is missing; no retraining or anomaly checks")
+            return
+        super().start()
 
     def run_due(self, now_s: float, last: dict[str, float]) -> None:
         """Do whatever is due at ``now_s`` (blocking)."""
@@ -1014,13 +1008,3 @@ class AiScheduler:
             last["retrain"] = now_s
             self.service.retrain_due(self.retrain_interval_s)
             self.runs["retrain"] += 1
-
-    async def _run(self) -> None:
-        last: dict[str, float] = {}
-        await asyncio.sleep(self.first_delay_s)
-        while True:
-            try:
-                await asyncio.to_thread(self.run_due, time.time(), last)
-            except Exception:  # must never take the server down; try again later
-                log.exception("ai lifecycle task failed")
-            await asyncio.sleep(self.poll_s)

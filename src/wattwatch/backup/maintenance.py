@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from pathlib import Path
 
 from wattwatch.backup.service import create_backup, list_backups
 from wattwatch.domain import now_ms
+from wattwatch.periodic import PeriodicTask
 from wattwatch.store.sqlstore import SqlStore
 
 log = logging.getLogger(__name__)
@@ -26,8 +24,13 @@ def apply_retention(store: SqlStore, raw_days: int) -> int:
     return store.drop_raw_before(now_ms() - raw_days * DAY_MS)
 
 
-class Maintenance:
+class Maintenance(PeriodicTask):
     """Runs retention hourly and a backup every ``backup_interval_s`` in a worker thread."""
+
+    task_name = "maintenance"
+    logger = log
+    failure_message = "maintenance failed"  # upkeep must never take the server down
+    poll_s = 30.0
 
     def __init__(
         self,
@@ -43,22 +46,10 @@ class Maintenance:
         self.backup_dir = backup_dir
         self.backup_interval_s = backup_interval_s
         self.backup_keep = backup_keep
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
         return self.retention_raw_days is not None or self.backup_dir is not None
-
-    def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="maintenance")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def run_due(self, now_s: float, last: dict[str, float]) -> None:
         """Do whatever is due at ``now_s`` (blocking); ``last`` remembers when each ran."""
@@ -78,12 +69,3 @@ class Maintenance:
             last["backup"] = now_s
             path = create_backup(self.store, self.backup_dir, keep=self.backup_keep)
             log.info("scheduled backup written to %s", path)
-
-    async def _run(self) -> None:
-        last: dict[str, float] = {}
-        while True:
-            try:
-                await asyncio.to_thread(self.run_due, time.time(), last)
-            except Exception:  # upkeep must never take the server down; try again later
-                log.exception("maintenance failed")
-            await asyncio.sleep(30)

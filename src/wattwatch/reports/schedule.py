@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from wattwatch.domain import Role, now_ms
 from wattwatch.errors import WattwatchError
+from wattwatch.periodic import BackgroundTask
 from wattwatch.reports.mail import DeliveryFailed, ReportMailer, report_email
 from wattwatch.reports.periods import Period, PeriodKind, resolve_period
 from wattwatch.reports.render import FormatUnavailable, ReportFormat
@@ -89,8 +90,10 @@ def next_fire_ms(cron: str, tz: str, after_ms: int) -> int:
     return int(nxt.timestamp() * 1000)
 
 
-class ReportScheduler:
+class ReportScheduler(BackgroundTask):
     """Creates schedules and runs the due ones; ``clock`` is injectable for tests."""
+
+    task_name = "report-scheduler"
 
     def __init__(
         self,
@@ -108,7 +111,6 @@ class ReportScheduler:
         self.link_base = link_base.rstrip("/")
         self.clock = clock
         self.poll_s = poll_s
-        self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
     # -- schedules ------------------------------------------------------------------------
@@ -262,14 +264,3 @@ class ReportScheduler:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run(), name="report-scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
