@@ -40,7 +40,7 @@ from wattwatch.broker.auth import (
 )
 from wattwatch.broker.codec import Connect, Reason
 from wattwatch.broker.handler import SessionHandler
-from wattwatch.broker.rpc import Match, ReplyWaiters, request_reply
+from wattwatch.broker.rpc import ReplyWaiters, RequestReply
 from wattwatch.broker.sink import Done, Inbound, MessageSink, Outcome
 from wattwatch.domain import DeviceProtocol
 
@@ -117,8 +117,11 @@ class ClientIdBindings:
                 del self._by_owner[owner]
 
 
-class _Throttle:
-    """At most ``burst`` log lines per key and minute: a misbehaving client cannot flood logs."""
+class LogThrottle:
+    """At most ``burst`` log lines per key and minute: a misbehaving client cannot flood logs.
+
+    The broker and MQTT ingest each keep one.
+    """
 
     def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
         self.burst = burst
@@ -130,9 +133,9 @@ class _Throttle:
         start, count = self._seen.get(key, (now, 0))
         if now - start > self.window_s:
             start, count = now, 0
-        self._seen[key] = (start, count + 1)
         if len(self._seen) > 10_000:
             self._seen.clear()
+        self._seen[key] = (start, count + 1)
         return count < self.burst
 
 
@@ -200,7 +203,7 @@ class WattwatchBroker(Broker):  # type: ignore[misc]
         self._live: dict[str, tuple[SessionHandler, asyncio.Event]] = {}
         self._service_sessions: dict[str, Session] = {}
         self._bindings = ClientIdBindings(limits.session_expiry_s, limits.max_bindings_per_owner)
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -685,7 +688,7 @@ def _ignore(outcome: Outcome) -> None:
     """Nobody waits for a will message's outcome."""
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(RequestReply):
     """The running embedded broker: start/stop, server-side publish and request/response."""
 
     def __init__(
@@ -747,26 +750,3 @@ class EmbeddedBroker:
         if self._broker is None:
             return 0
         return self._broker.disconnect_device(device_id)
-
-    async def request(
-        self,
-        topic: str,
-        payload: bytes,
-        reply_topic: str,
-        *,
-        qos: int = 1,
-        timeout_s: float = 10.0,
-        device_id: int | None = None,
-        match: Match | None = None,
-    ) -> bytes:
-        async def send() -> int:
-            return await self.publish(topic, payload, qos, device_id=device_id)
-
-        return await request_reply(
-            self.replies,
-            send,
-            reply_topic,
-            timeout_s=timeout_s,
-            device_id=device_id,
-            match=match,
-        )

@@ -22,6 +22,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -33,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from wattwatch.broker.auth import THINGSBOARD_ROOT
-from wattwatch.broker.rpc import Match, ReplyWaiters, request_reply
+from wattwatch.broker.rpc import ReplyWaiters, RequestReply
 from wattwatch.broker.sink import Inbound, MessageSink, Outcome
 from wattwatch.errors import ConfigError, InvalidInput
 
@@ -77,7 +78,7 @@ def default_client_id(role: str) -> str:
     return f"wattwatch-{role}-{socket.gethostname()}"[:64]
 
 
-class ExternalBroker:
+class ExternalBroker(RequestReply):
     def __init__(
         self,
         url: str,
@@ -351,34 +352,15 @@ class ExternalBroker:
             await asyncio.to_thread(info.wait_for_publish, self.connect_timeout_s)
         return 1
 
-    async def request(
-        self,
-        topic: str,
-        payload: bytes,
-        reply_topic: str,
-        *,
-        qos: int = 1,
-        timeout_s: float = 10.0,
-        device_id: int | None = None,
-        match: Match | None = None,
-    ) -> bytes:
-        # A plain (not shared) subscription: the reply must come to this process.
+    @contextlib.asynccontextmanager
+    async def listening(self, reply_topic: str) -> AsyncIterator[None]:
+        # A plain (not shared) subscription: the reply must come to this process. Replies
+        # are offered with no device: an external broker does not say who published.
         self._reply_topics[reply_topic] = self._reply_topics.get(reply_topic, 0) + 1
         try:
             if self._reply_topics[reply_topic] == 1:
                 await self._subscribe([reply_topic], _REPLY_SUB)
-
-            async def send() -> int:
-                return await self.publish(topic, payload, qos, device_id=device_id)
-
-            return await request_reply(
-                self.replies,
-                send,
-                reply_topic,
-                timeout_s=timeout_s,
-                device_id=None,  # an external broker does not say who published
-                match=match,
-            )
+            yield
         finally:
             self._reply_topics[reply_topic] -= 1
             if not self._reply_topics[reply_topic]:

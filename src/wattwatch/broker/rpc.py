@@ -1,17 +1,20 @@
 """Server-side publish and request/response over MQTT: publish, then await the reply topic.
 
 Both transports (the embedded broker and the external-broker client) implement
-``Transport``; they offer every message a device publishes to their ``ReplyWaiters`` before
-it goes to ingest, so a waiter sees the raw reply whatever ingest makes of it. A reply is
-matched by topic, by the device that sent it when the transport knows it (on the embedded
-broker it always does: ThingsBoard devices all answer on ``v1/devices/me/rpc/response/<n>``),
-and by an optional predicate on the payload (a request id inside it).
+``Transport``, ``request`` through ``RequestReply``; they offer every message a device
+publishes to their ``ReplyWaiters`` before it goes to ingest, so a waiter sees the raw reply
+whatever ingest makes of it. A reply is matched by topic, by the device that sent it when the
+transport knows it (on the embedded broker it always does: ThingsBoard devices all answer on
+``v1/devices/me/rpc/response/<n>``), and by an optional predicate on the payload (a request
+id inside it).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,16 +23,8 @@ from wattwatch.errors import DeviceTimeout
 Match = Callable[[bytes], bool]
 
 
-class Transport(Protocol):
-    """What control code needs from whichever broker wattwatch is attached to."""
-
-    async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, *, device_id: int | None = None
-    ) -> int:
-        """Send ``payload`` on ``topic`` from the server; return how many sessions got it
-        (the external broker does not say: it returns 1 once the broker accepted it).
-        ``device_id`` restricts delivery to that device's connections."""
-        ...
+class Requester(Protocol):
+    """The request half of ``Transport``: what control code needs to command a device."""
 
     async def request(
         self,
@@ -43,6 +38,18 @@ class Transport(Protocol):
         match: Match | None = None,
     ) -> bytes:
         """Publish and return the first reply on ``reply_topic`` (``DeviceTimeout`` if none)."""
+        ...
+
+
+class Transport(Requester, Protocol):
+    """What control code needs from whichever broker wattwatch is attached to."""
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, *, device_id: int | None = None
+    ) -> int:
+        """Send ``payload`` on ``topic`` from the server; return how many sessions got it
+        (the external broker does not say: it returns 1 once the broker accepted it).
+        ``device_id`` restricts delivery to that device's connections."""
         ...
 
 
@@ -103,24 +110,47 @@ class ReplyWaiters:
         return False
 
 
-async def request_reply(
-    waiters: ReplyWaiters,
-    publish: Callable[[], Awaitable[object]],
-    reply_topic: str,
-    *,
-    timeout_s: float,
-    device_id: int | None,
-    match: Match | None,
-) -> bytes:
-    """Register the waiter, run ``publish()`` (a coroutine), await the reply or time out.
+class RequestReply(ABC):
+    """``Transport.request`` for a transport that has ``publish`` and feeds ``replies``.
 
-    The waiter exists before the request leaves, so a fast device cannot answer too early.
+    A transport that must subscribe before replies on a topic reach it overrides
+    ``listening``.
     """
-    future = waiters.expect(reply_topic, device_id=device_id, match=match)
-    try:
-        await publish()
-        return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-    except TimeoutError:
-        raise DeviceTimeout(f"no answer on {reply_topic} within {timeout_s:g} s") from None
-    finally:
-        waiters.discard(future)
+
+    replies: ReplyWaiters
+
+    @abstractmethod
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, *, device_id: int | None = None
+    ) -> int: ...
+
+    def listening(self, reply_topic: str) -> contextlib.AbstractAsyncContextManager[object]:
+        """Have messages on ``reply_topic`` offered to ``replies`` while the block runs."""
+        return contextlib.nullcontext()
+
+    async def request(
+        self,
+        topic: str,
+        payload: bytes,
+        reply_topic: str,
+        *,
+        qos: int = 1,
+        timeout_s: float = 10.0,
+        device_id: int | None = None,
+        match: Match | None = None,
+    ) -> bytes:
+        """Publish and return the first reply on ``reply_topic`` (``DeviceTimeout`` if none).
+
+        The waiter exists before the request leaves, so a fast device cannot answer too
+        early. A transport that does not know who published offers replies with no device,
+        which every waiter accepts.
+        """
+        async with self.listening(reply_topic):
+            future = self.replies.expect(reply_topic, device_id=device_id, match=match)
+            try:
+                await self.publish(topic, payload, qos, device_id=device_id)
+                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                raise DeviceTimeout(f"no answer on {reply_topic} within {timeout_s:g} s") from None
+            finally:
+                self.replies.discard(future)

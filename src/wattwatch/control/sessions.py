@@ -1,10 +1,10 @@
 """What control needs from the broker: request/response, and ending a device's live sessions.
 
-``CommandTransport`` is the request half of ``wattwatch.broker.rpc.Transport`` (the embedded
-broker and the external-broker client both have it), written out here so control depends on
-the shape, not on the broker package. ``SessionRevoker`` ends the MQTT connections of a device
-whose token was rotated or revoked, so the change takes effect at once and not at its next
-reconnect (the broker checks the token on every CONNECT).
+``CommandTransport`` is ``wattwatch.broker.rpc.Requester``, the request half of the
+brokers' ``Transport`` (a protocol: control depends on the shape, not on a broker).
+``SessionRevoker`` ends the MQTT connections of a device whose token was rotated or revoked,
+so the change takes effect at once and not at its next reconnect (the broker checks the token
+on every CONNECT).
 """
 
 from __future__ import annotations
@@ -12,25 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
+
+from wattwatch.broker.rpc import Requester
 
 log = logging.getLogger(__name__)
 
-
-class CommandTransport(Protocol):
-    async def request(
-        self,
-        topic: str,
-        payload: bytes,
-        reply_topic: str,
-        *,
-        qos: int = 1,
-        timeout_s: float = 10.0,
-        device_id: int | None = None,
-        match: Callable[[bytes], bool] | None = None,
-    ) -> bytes:
-        """Publish to the device and return its first matching reply (``DeviceTimeout``)."""
-        ...
+# Publish to the device and return its first matching reply (``DeviceTimeout``).
+CommandTransport = Requester
 
 
 def end_device_sessions(mqtt: Any, device_id: int) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from wattwatch.broker.auth import Authenticator, Identity, device_ref
-from wattwatch.broker.embedded import BrokerLimits, EmbeddedBroker
+from wattwatch.broker.embedded import BrokerLimits, EmbeddedBroker, LogThrottle
 from wattwatch.broker.external import ExternalBroker
 from wattwatch.broker.rpc import Match, Transport
 from wattwatch.broker.sink import Done, Inbound, Outcome
@@ -256,23 +256,6 @@ class PresenceTracker:
                 )
 
 
-class _LogThrottle:
-    def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
-        self.burst = burst
-        self.window_s = window_s
-        self._seen: dict[str, tuple[float, int]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        start, count = self._seen.get(key, (now, 0))
-        if now - start > self.window_s:
-            start, count = now, 0
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[key] = (start, count + 1)
-        return count < self.burst
-
-
 class CommitBatcher:
     """Gathers the rows of the messages read in one event-loop turn into one submission.
 
@@ -368,7 +351,7 @@ class MqttIngest:
         self.devices = DeviceCache(registry)
         self.batcher = CommitBatcher(pipeline)
         self.transport: Transport | None = None  # for answering device-side RPC
-        self._throttle = _LogThrottle()
+        self._throttle = LogThrottle()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counters: dict[Outcome, Any] = {}
         # What the broker allows a connection (told to ThingsBoard devices that ask).
