@@ -7,13 +7,11 @@ caller's organisation owns the device before it reaches here (tenant isolation).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, select
 
+from wattwatch.store.records import Record, SqlRecordStore
 from wattwatch.store.schema import ai_labels, ai_models
-
-Record = dict[str, Any]
 
 LABEL_SOURCES = ("user", "plug", "seed")
 
@@ -28,19 +26,7 @@ _MODEL_COLUMNS = (
 )
 
 
-def _one(row: Any) -> Record:
-    return dict(row._mapping)
-
-
-class SqlAiStore:
-    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
-        self.engine = engine
-        self.read_engine = read_engine or engine
-
-    def _read(self, stmt: Any) -> list[Record]:
-        with self.read_engine.connect() as conn:
-            return [_one(r) for r in conn.execute(stmt)]
-
+class SqlAiStore(SqlRecordStore):
     # -- labels ---------------------------------------------------------------------------
     def add_labels(self, rows: Sequence[Record]) -> list[int]:
         """Insert label rows (device_id, appliance, start_ms, end_ms, source, created_by,
@@ -129,16 +115,16 @@ class SqlAiStore:
 
     def newest_model(self, device_id: int, kind: str) -> Record | None:
         """The newest version of a kind, with its blob."""
-        rows = self._read(
+        model = self._read_first(
             select(ai_models)
             .where(ai_models.c.device_id == device_id, ai_models.c.kind == kind)
             .order_by(ai_models.c.version.desc())
             .limit(1)
         )
-        if not rows:
+        if model is None:
             return None
-        rows[0]["blob"] = bytes(rows[0]["blob"])
-        return rows[0]
+        model["blob"] = bytes(model["blob"])
+        return model
 
     def newest_created(self, kind: str) -> dict[int, int]:
         """device_id → creation time (ms) of its newest model of ``kind``."""

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
-from wattwatch.errors import NotFound
+from wattwatch.store.records import Record, SqlRecordStore
 from wattwatch.store.schema import (
     alert_history,
     alert_rules,
@@ -21,41 +20,16 @@ from wattwatch.store.schema import (
     channels,
     dead_letters,
     devices,
-    metadata,
     sites,
     webhooks,
 )
-
-Record = dict[str, Any]
 
 TABLES = (alert_rules, alerts, alert_history, webhooks, dead_letters)
 OPEN_STATES = ("active", "acknowledged")
 
 
-def _one(row: Any) -> Record:
-    return dict(row._mapping)
-
-
-class SqlAlertStore:
-    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
-        self.engine = engine
-        self.read_engine = read_engine or engine
-        # A data dir made before these tables existed gets them now (schema 1 is unreleased).
-        metadata.create_all(self.engine, tables=list(TABLES), checkfirst=True)
-
-    def _read(self, stmt: Any) -> list[Record]:
-        with self.read_engine.connect() as conn:
-            return [_one(r) for r in conn.execute(stmt)]
-
-    def _read_one(self, stmt: Any, what: str) -> Record:
-        rows = self._read(stmt)
-        if not rows:
-            raise NotFound(f"{what} not found")
-        return rows[0]
-
-    def _insert(self, table: Any, values: Record) -> int:
-        with self.engine.begin() as conn:
-            return int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+class SqlAlertStore(SqlRecordStore):
+    own_tables = TABLES
 
     def area_in_org(self, org_id: int, area_id: int) -> bool:
         rows = self._read(

@@ -7,47 +7,25 @@ Backend-neutral like ``SqlRegistry``; every query a user can reach takes the cal
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from wattwatch.errors import NotFound
+from wattwatch.store.records import Record, SqlRecordStore
 from wattwatch.store.schema import (
     control_schedule_runs,
     control_schedules,
     device_commands,
     devices,
-    metadata,
 )
-
-Record = dict[str, Any]
 
 TABLES = (device_commands, control_schedules, control_schedule_runs)
 # Audit pages are bounded: a device switched every minute for a year is 500k rows.
 MAX_PAGE = 1000
 
 
-def _one(row: Any) -> Record:
-    return dict(row._mapping)
-
-
-class SqlControlStore:
-    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
-        self.engine = engine
-        self.read_engine = read_engine or engine
-        # A data dir made before these tables existed gets them now (schema 1 is unreleased).
-        metadata.create_all(self.engine, tables=list(TABLES), checkfirst=True)
-
-    def _read(self, stmt: Any) -> list[Record]:
-        with self.read_engine.connect() as conn:
-            return [_one(r) for r in conn.execute(stmt)]
-
-    def _read_one(self, stmt: Any, what: str) -> Record:
-        rows = self._read(stmt)
-        if not rows:
-            raise NotFound(f"{what} not found")
-        return rows[0]
+class SqlControlStore(SqlRecordStore):
+    own_tables = TABLES
 
     # -- command audit --------------------------------------------------------------------
     def begin_commands(self, rows: Iterable[Record]) -> list[int]:
@@ -118,10 +96,7 @@ class SqlControlStore:
 
     # -- schedules ------------------------------------------------------------------------
     def create_schedule(self, values: Record) -> int:
-        with self.engine.begin() as conn:
-            return int(
-                conn.execute(insert(control_schedules).values(**values)).inserted_primary_key[0]  # type: ignore[index]
-            )
+        return self._insert(control_schedules, values)
 
     def list_schedules(self, org_id: int) -> list[Record]:
         return self._read(
@@ -139,8 +114,9 @@ class SqlControlStore:
         )
 
     def schedule_by_id(self, schedule_id: int) -> Record | None:
-        rows = self._read(select(control_schedules).where(control_schedules.c.id == schedule_id))
-        return rows[0] if rows else None
+        return self._read_first(
+            select(control_schedules).where(control_schedules.c.id == schedule_id)
+        )
 
     def update_schedule(self, schedule_id: int, values: Record) -> None:
         with self.engine.begin() as conn:

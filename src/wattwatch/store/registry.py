@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from wattwatch.domain import now_ms
 from wattwatch.errors import Conflict, InvalidInput, NotFound
+from wattwatch.store.records import Record, SqlRecordStore
 from wattwatch.store.schema import (
     areas,
     auth_tokens,
@@ -29,17 +30,10 @@ from wattwatch.store.schema import (
 # A device may grow channels by reporting them (multi-circuit panels), up to this many.
 MAX_CHANNELS_PER_DEVICE = 64
 
-Record = dict[str, Any]
 
-
-def _one(row: Any) -> Record:
-    return dict(row._mapping)
-
-
-class SqlRegistry:
+class SqlRegistry(SqlRecordStore):
     def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
-        self.engine = engine
-        self.read_engine = read_engine or engine
+        super().__init__(engine, read_engine)
         self._channel_ids: dict[tuple[int, str], int] = {}
         self._channel_tz: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -49,24 +43,9 @@ class SqlRegistry:
             self._channel_ids.clear()
             self._channel_tz.clear()
 
-    def _read(self, stmt: Any) -> list[Record]:
-        with self.read_engine.connect() as conn:
-            return [_one(r) for r in conn.execute(stmt)]
-
-    def _read_one(self, stmt: Any, what: str) -> Record:
-        rows = self._read(stmt)
-        if not rows:
-            raise NotFound(f"{what} not found")
-        return rows[0]
-
     # -- organisations and users ----------------------------------------------------------
     def create_org(self, name: str) -> int:
-        with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    insert(organisations).values(name=name, created_ms=now_ms())
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
+        return self._insert(organisations, {"name": name, "created_ms": now_ms()})
 
     def first_org_id(self) -> int | None:
         rows = self._read(select(organisations.c.id).order_by(organisations.c.id).limit(1))
@@ -97,8 +76,7 @@ class SqlRegistry:
             raise Conflict(f"a user with email {email} already exists") from None
 
     def user_by_email(self, email: str) -> Record | None:
-        rows = self._read(select(users).where(users.c.email == email.lower()))
-        return rows[0] if rows else None
+        return self._read_first(select(users).where(users.c.email == email.lower()))
 
     def set_password_hash(self, user_id: int, password_hash: str) -> None:
         with self.engine.begin() as conn:
@@ -133,26 +111,24 @@ class SqlRegistry:
         scope: str | None = None,
         name: str | None = None,
     ) -> int:
-        with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    insert(auth_tokens).values(
-                        token_hash=token_hash,
-                        kind=kind,
-                        user_id=user_id,
-                        org_id=org_id,
-                        expires_ms=expires_ms,
-                        scope=scope,
-                        name=name,
-                        created_ms=now_ms(),
-                        revoked=False,
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
+        return self._insert(
+            auth_tokens,
+            {
+                "token_hash": token_hash,
+                "kind": kind,
+                "user_id": user_id,
+                "org_id": org_id,
+                "expires_ms": expires_ms,
+                "scope": scope,
+                "name": name,
+                "created_ms": now_ms(),
+                "revoked": False,
+            },
+        )
 
     def auth_token(self, token_hash: str) -> Record | None:
         """The live token with this hash joined with its user's role in the token's org."""
-        rows = self._read(
+        return self._read_first(
             select(
                 auth_tokens.c.id,
                 auth_tokens.c.kind,
@@ -172,7 +148,6 @@ class SqlRegistry:
             .join(users, users.c.id == auth_tokens.c.user_id)
             .where(auth_tokens.c.token_hash == token_hash, auth_tokens.c.revoked.is_(False))
         )
-        return rows[0] if rows else None
 
     def revoke_auth_token(self, token_hash: str) -> None:
         with self.engine.begin() as conn:
@@ -186,19 +161,17 @@ class SqlRegistry:
     def create_site(
         self, org_id: int, name: str, timezone: str, tariff: Record, address: str | None
     ) -> int:
-        with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    insert(sites).values(
-                        org_id=org_id,
-                        name=name,
-                        timezone=timezone,
-                        tariff=tariff,
-                        address=address,
-                        created_ms=now_ms(),
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
+        return self._insert(
+            sites,
+            {
+                "org_id": org_id,
+                "name": name,
+                "timezone": timezone,
+                "tariff": tariff,
+                "address": address,
+                "created_ms": now_ms(),
+            },
+        )
 
     def list_sites(self, org_id: int) -> list[Record]:
         return self._read(select(sites).where(sites.c.org_id == org_id).order_by(sites.c.id))
@@ -260,8 +233,7 @@ class SqlRegistry:
         stmt = select(devices)
         for key, value in where.items():
             stmt = stmt.where(devices.c[key] == value)
-        rows = self._read(stmt)
-        return rows[0] if rows else None
+        return self._read_first(stmt)
 
     def update_device(self, device_id: int, values: Record) -> None:
         try:
@@ -398,24 +370,15 @@ class SqlRegistry:
         return {ch: self._channel_tz.get(ch, "UTC") for ch in channel_ids}
 
     # -- areas (issue 4) ------------------------------------------------------------------
-    def create_area(
-        self, site_id: int, name: str, kind: str | None, parent_id: int | None
-    ) -> int:
-        with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    insert(areas).values(
-                        site_id=site_id, name=name, kind=kind, parent_id=parent_id
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
+    def create_area(self, site_id: int, name: str, kind: str | None, parent_id: int | None) -> int:
+        return self._insert(
+            areas, {"site_id": site_id, "name": name, "kind": kind, "parent_id": parent_id}
+        )
 
     def list_areas(self, org_id: int, site_id: int | None = None) -> list[Record]:
         """Areas of the organisation (of one site), parents before children where ids allow."""
         stmt = (
-            select(areas)
-            .join(sites, sites.c.id == areas.c.site_id)
-            .where(sites.c.org_id == org_id)
+            select(areas).join(sites, sites.c.id == areas.c.site_id).where(sites.c.org_id == org_id)
         )
         if site_id is not None:
             stmt = stmt.where(areas.c.site_id == site_id)

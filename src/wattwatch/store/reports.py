@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from wattwatch.errors import NotFound
+from wattwatch.store.records import Record, SqlRecordStore
 from wattwatch.store.schema import (
     areas,
     channels,
     devices,
-    metadata,
     report_deliveries,
     report_schedules,
     report_settings,
     sites,
 )
-
-Record = dict[str, Any]
 
 TABLES = (report_settings, report_schedules, report_deliveries)
 QUARTER_MS = 900_000
@@ -53,31 +49,17 @@ _QUARTER_SQLITE = (
 QuarterRow = tuple[int, int, int | None]
 
 
-def _one(row: Any) -> Record:
-    return dict(row._mapping)
-
-
-class SqlReportStore:
-    def __init__(self, engine: Engine, read_engine: Engine | None = None) -> None:
-        self.engine = engine
-        self.read_engine = read_engine or engine
-        # A data dir made before these tables existed gets them now (schema 1 is unreleased).
-        metadata.create_all(self.engine, tables=list(TABLES), checkfirst=True)
-
-    def _read(self, stmt: Any) -> list[Record]:
-        with self.read_engine.connect() as conn:
-            return [_one(r) for r in conn.execute(stmt)]
+class SqlReportStore(SqlRecordStore):
+    own_tables = TABLES
 
     # -- scopes ---------------------------------------------------------------------------
     def get_area(self, org_id: int, area_id: int) -> Record:
-        rows = self._read(
+        return self._read_one(
             select(areas)
             .join(sites, sites.c.id == areas.c.site_id)
-            .where(areas.c.id == area_id, sites.c.org_id == org_id)
+            .where(areas.c.id == area_id, sites.c.org_id == org_id),
+            "area",
         )
-        if not rows:
-            raise NotFound("area not found")
-        return rows[0]
 
     def scope_channels(
         self,
@@ -163,10 +145,7 @@ class SqlReportStore:
 
     # -- schedules ------------------------------------------------------------------------
     def create_schedule(self, values: Record) -> int:
-        with self.engine.begin() as conn:
-            return int(
-                conn.execute(insert(report_schedules).values(**values)).inserted_primary_key[0]  # type: ignore[index]
-            )
+        return self._insert(report_schedules, values)
 
     def list_schedules(self, org_id: int) -> list[Record]:
         return self._read(
@@ -176,14 +155,12 @@ class SqlReportStore:
         )
 
     def get_schedule(self, org_id: int, schedule_id: int) -> Record:
-        rows = self._read(
+        return self._read_one(
             select(report_schedules).where(
                 report_schedules.c.id == schedule_id, report_schedules.c.org_id == org_id
-            )
+            ),
+            "report schedule",
         )
-        if not rows:
-            raise NotFound("report schedule not found")
-        return rows[0]
 
     def update_schedule(self, schedule_id: int, values: Record) -> None:
         with self.engine.begin() as conn:
@@ -216,13 +193,12 @@ class SqlReportStore:
 
     # -- deliveries -----------------------------------------------------------------------
     def delivery_for(self, schedule_id: int, period_start_ms: int) -> Record | None:
-        rows = self._read(
+        return self._read_first(
             select(report_deliveries).where(
                 report_deliveries.c.schedule_id == schedule_id,
                 report_deliveries.c.period_start_ms == period_start_ms,
             )
         )
-        return rows[0] if rows else None
 
     def claim_delivery(
         self, values: Record, *, now_ms: int, max_attempts: int, stale_ms: int
