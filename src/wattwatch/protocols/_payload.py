@@ -15,7 +15,9 @@ import orjson
 
 from wattwatch.domain import (
     CommandAction,
+    CommandResult,
     Decoded,
+    Reading,
     Rejection,
     check_ts,
     check_value,
@@ -143,6 +145,28 @@ def load_items(payload: bytes) -> list[Any]:
     if len(data) > MAX_ITEMS:
         raise ValueError(f"batch of {len(data)} items is over the {MAX_ITEMS} limit; split it")
     return data
+
+
+def decode_items(payload: bytes, read: Callable[[Any], Reading | None]) -> Decoded:
+    """The readings ``read`` makes of each item of ``payload`` (``load_items``).
+
+    An item ``read`` refuses (``ValueError``) is rejected alone, under its index; one it
+    returns None for (nothing to store) is skipped.
+    """
+    try:
+        items = load_items(payload)
+    except ValueError as exc:
+        return rejected(str(exc))
+    decoded = Decoded()
+    for index, item in enumerate(items):
+        try:
+            reading = read(item)
+        except ValueError as exc:
+            decoded.rejected.append(Rejection(index, str(exc)))
+            continue
+        if reading is not None:
+            decoded.readings.append(reading)
+    return decoded
 
 
 def bounded_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,6 +363,18 @@ def parse_action(action: str) -> CommandAction:
         raise ValueError(f"unknown action {short(action)}; expected one of: {choices}") from None
 
 
+def failed_answer(command_id: str, problem: str, reason: str) -> Decoded:
+    """A device's answer to ``command_id`` that cannot be used: rejected with ``reason``.
+
+    The id is known, so the command fails now (error ``"<problem>: <reason>"``) rather than
+    waiting for its timeout.
+    """
+    return Decoded(
+        rejected=[Rejection(0, reason)],
+        command_result=CommandResult(ok=False, id=command_id, error=f"{problem}: {reason}"),
+    )
+
+
 def numeric_id(command_id: str, bits: int) -> int:
     """A positive integer below ``2**bits`` standing for ``command_id``.
 
@@ -411,6 +447,13 @@ def address_levels(address: str, *, multi_level: bool = False) -> list[str] | No
     if len(levels) > 1 and not multi_level:
         return None
     return levels if all(valid_level(level) for level in levels) else None
+
+
+def topic_address(address: str, what: str, *, multi_level: bool = False) -> str:
+    """``address`` (``address_levels``) to build a command topic from; ``ValueError`` if unsafe."""
+    if address_levels(address, multi_level=multi_level) is None:
+        raise ValueError(f"{what} {short(address)} cannot be used in a topic")
+    return address
 
 
 def _covered(levels: list[str], pattern: list[str]) -> bool:

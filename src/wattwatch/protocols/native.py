@@ -41,9 +41,10 @@ from wattwatch.protocols._payload import (
     bounded_attributes,
     channel_name,
     clean_text,
+    decode_items,
+    failed_answer,
     join_reasons,
     json_type,
-    load_items,
     load_object,
     message_text,
     metric_value,
@@ -54,6 +55,7 @@ from wattwatch.protocols._payload import (
     rejected,
     short,
     switch_state,
+    topic_address,
     topic_levels,
     valid_level,
 )
@@ -106,18 +108,8 @@ def decode_telemetry(
     key_map: Mapping[str, str] | None = None,
 ) -> Decoded:
     """Readings from a JSON object or array in the native format (MQTT telemetry, HTTP batch)."""
-    try:
-        items = load_items(payload)
-    except ValueError as exc:
-        return rejected(str(exc))
     aliases = key_map or {}
-    decoded = Decoded()
-    for index, item in enumerate(items):
-        try:
-            decoded.readings.append(_reading(item, received_ms, aliases))
-        except ValueError as exc:
-            decoded.rejected.append(Rejection(index, str(exc)))
-    return decoded
+    return decode_items(payload, lambda item: _reading(item, received_ms, aliases))
 
 
 def _reading(item: Any, received_ms: int, aliases: Mapping[str, str]) -> Reading:
@@ -171,13 +163,8 @@ def _decode_result(payload: bytes) -> Decoded:
         return rejected(f"command result unusable: {exc}")
     ok = answer.get("ok")
     if not isinstance(ok, bool):
-        # The id is known, so fail the command now rather than let it time out.
-        reason = f"ok must be true or false, got {short(ok)}"
-        return Decoded(
-            rejected=[Rejection(0, reason)],
-            command_result=CommandResult(
-                ok=False, id=command_id, error=f"malformed answer: {reason}"
-            ),
+        return failed_answer(
+            command_id, "malformed answer", f"ok must be true or false, got {short(ok)}"
         )
     result = CommandResult(ok=ok, id=command_id)
     decoded = Decoded(command_result=result)
@@ -196,16 +183,10 @@ def _decode_result(payload: bytes) -> Decoded:
     return decoded
 
 
-def _uid(device: DeviceRef) -> str:
-    if address_levels(device.uid) is None:
-        raise ValueError(f"device uid {short(device.uid)} cannot be used in a topic")
-    return device.uid
-
-
 def encode_command(device: DeviceRef, action: str, command_id: str) -> OutboundMessage:
     """``{"id", "action"}`` on ``wattwatch/<uid>/command``; ``ValueError`` for unknown actions."""
     act = parse_action(action)
-    uid = _uid(device)
+    uid = topic_address(device.uid, "device uid")
     return OutboundMessage(
         topic=f"{ROOT}/{uid}/command",
         payload=orjson.dumps({"id": command_id, "action": act.value}),

@@ -54,6 +54,7 @@ from wattwatch.protocols._payload import (
     rejected,
     short,
     switch_state,
+    topic_address,
     topic_levels,
     valid_level,
 )
@@ -221,19 +222,13 @@ def _state_after(request_id: int, result: Any) -> int | None:
     return None
 
 
-def _prefix(device: DeviceRef) -> str:
-    if address_levels(device.topic, multi_level=True) is None:
-        raise ValueError(f"Shelly prefix {short(device.topic)} cannot be used in a topic")
-    return device.topic
-
-
 def encode_command(device: DeviceRef, action: str, command_id: str) -> OutboundMessage:
     """A ``Switch.Set``/``Switch.Toggle`` RPC frame for switch 0 on ``<prefix>/rpc``.
 
     ``correlation_id`` is the integer request id as text: that is what the answer carries.
     """
     act = parse_action(action)
-    prefix = _prefix(device)
+    prefix = topic_address(device.topic, "Shelly prefix", multi_level=True)
     request_id = numeric_id(command_id, 29) << 2 | _ACTION_CODE[act]
     if act is CommandAction.TOGGLE:
         method, params = "Switch.Toggle", {"id": 0}

@@ -56,6 +56,7 @@ from wattwatch.protocols._payload import (
     scaled,
     short,
     switch_state,
+    topic_address,
     topic_levels,
     valid_level,
 )
@@ -262,12 +263,6 @@ def _decode_power_text(payload: bytes, number: int) -> Decoded:
     return decoded
 
 
-def _topic(device: DeviceRef) -> str:
-    if address_levels(device.topic) is None:
-        raise ValueError(f"Tasmota topic {short(device.topic)} cannot be used in a topic")
-    return device.topic
-
-
 def encode_command(device: DeviceRef, action: str, command_id: str) -> OutboundMessage:
     """``ON|OFF|TOGGLE`` on ``cmnd/<topic>/POWER``; the answer comes on ``stat/<topic>/RESULT``.
 
@@ -275,7 +270,7 @@ def encode_command(device: DeviceRef, action: str, command_id: str) -> OutboundM
     and the control service matches the answer by ``reply_topic``.
     """
     act = parse_action(action)
-    topic = _topic(device)
+    topic = topic_address(device.topic, "Tasmota topic")
     return OutboundMessage(
         topic=f"cmnd/{topic}/POWER",
         payload=_COMMANDS[act],

@@ -52,10 +52,11 @@ from wattwatch.protocols._payload import (
     acl_allows,
     bounded_attributes,
     clean_text,
+    decode_items,
+    failed_answer,
     join_reasons,
     json_type,
     lenient_number,
-    load_items,
     load_json,
     load_object,
     message_text,
@@ -139,20 +140,8 @@ def decode(
 def _decode_telemetry(
     payload: bytes, received_ms: int, fields: Mapping[str, MetricField]
 ) -> Decoded:
-    try:
-        items = load_items(payload)
-    except ValueError as exc:
-        return rejected(str(exc))
-    decoded = Decoded()
     extras: dict[str, Any] = {}
-    for index, item in enumerate(items):
-        try:
-            reading = _reading(item, received_ms, fields, extras)
-        except ValueError as exc:
-            decoded.rejected.append(Rejection(index, str(exc)))
-            continue
-        if reading is not None:
-            decoded.readings.append(reading)
+    decoded = decode_items(payload, lambda item: _reading(item, received_ms, fields, extras))
     if extras:
         try:
             decoded.attributes = bounded_attributes(extras)
@@ -209,22 +198,11 @@ def _decode_response(request_id: str, payload: bytes) -> Decoded:
     try:
         answer = load_json(payload)
     except ValueError as exc:
-        # The id is in the topic, so fail the command now rather than let it time out.
-        return Decoded(
-            rejected=[Rejection(0, str(exc))],
-            command_result=CommandResult(
-                ok=False, id=command_id, error=f"unreadable answer: {exc}"
-            ),
-        )
+        return failed_answer(command_id, "unreadable answer", str(exc))  # the id is in the topic
     try:
         result = _result(answer)
     except ValueError as exc:
-        return Decoded(
-            rejected=[Rejection(0, str(exc))],
-            command_result=CommandResult(
-                ok=False, id=command_id, error=f"unexpected answer: {exc}"
-            ),
-        )
+        return failed_answer(command_id, "unexpected answer", str(exc))
     result.id = command_id
     decoded = Decoded(command_result=result)
     if result.state is not None:
