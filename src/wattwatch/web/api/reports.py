@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from wattwatch.errors import ConfigError
 from wattwatch.reports.periods import PeriodKind, parse_day
@@ -38,25 +38,40 @@ def _scheduler(ww: Wattwatch) -> ReportScheduler:
     return ww.report_scheduler
 
 
+class ReportQuery(NamedTuple):
+    """What a report request asks besides its scope and period (the same for every scope)."""
+
+    start: str | None
+    end: str | None
+    fmt: ReportFormat
+    table: str | None
+
+
+def _report_query(
+    start: str | None = START,
+    end: str | None = END,
+    format: ReportFormat = FORMAT,
+    table: str | None = TABLE,
+) -> ReportQuery:
+    return ReportQuery(start, end, format, table)
+
+
+ReportQueryParams = Annotated[ReportQuery, Depends(_report_query)]
+
+
 def _answer(
-    ww: Wattwatch,
-    caller: Caller,
-    scope: dict[str, int],
-    period: PeriodKind,
-    start: str | None,
-    end: str | None,
-    fmt: ReportFormat,
-    table: str | None,
+    ww: Wattwatch, caller: Caller, scope: dict[str, int], period: PeriodKind, query: ReportQuery
 ) -> Response:
     service = _service(ww)
     report = service.build(
         caller.org_id,
         **scope,
         period=period,
-        start=parse_day(start),
-        end=parse_day(end, "end"),
+        start=parse_day(query.start),
+        end=parse_day(query.end, "end"),
     )
-    rendered = service.render(report, fmt, table)
+    fmt = query.fmt
+    rendered = service.render(report, fmt, query.table)
     headers = {}
     if fmt is not ReportFormat.JSON:
         how = "inline" if fmt is ReportFormat.HTML else "attachment"
@@ -69,47 +84,26 @@ def _answer(
 
 @router.get("/sites/{site_id}/reports/{period}", response_class=Response)
 def site_report(
-    site_id: int,
-    period: PeriodKind,
-    ww: Services,
-    caller: Caller,
-    start: str | None = START,
-    end: str | None = END,
-    format: ReportFormat = FORMAT,
-    table: str | None = TABLE,
+    site_id: int, period: PeriodKind, ww: Services, caller: Caller, query: ReportQueryParams
 ) -> Response:
     """The site's report for a calendar week, month, quarter (or custom range)."""
-    return _answer(ww, caller, {"site_id": site_id}, period, start, end, format, table)
+    return _answer(ww, caller, {"site_id": site_id}, period, query)
 
 
 @router.get("/areas/{area_id}/reports/{period}", response_class=Response)
 def area_report(
-    area_id: int,
-    period: PeriodKind,
-    ww: Services,
-    caller: Caller,
-    start: str | None = START,
-    end: str | None = END,
-    format: ReportFormat = FORMAT,
-    table: str | None = TABLE,
+    area_id: int, period: PeriodKind, ww: Services, caller: Caller, query: ReportQueryParams
 ) -> Response:
     """An area's report (the area and the areas inside it)."""
-    return _answer(ww, caller, {"area_id": area_id}, period, start, end, format, table)
+    return _answer(ww, caller, {"area_id": area_id}, period, query)
 
 
 @router.get("/devices/{device_id}/reports/{period}", response_class=Response)
 def device_report(
-    device_id: int,
-    period: PeriodKind,
-    ww: Services,
-    caller: Caller,
-    start: str | None = START,
-    end: str | None = END,
-    format: ReportFormat = FORMAT,
-    table: str | None = TABLE,
+    device_id: int, period: PeriodKind, ww: Services, caller: Caller, query: ReportQueryParams
 ) -> Response:
     """A device's report, in the timezone and tariff of its site."""
-    return _answer(ww, caller, {"device_id": device_id}, period, start, end, format, table)
+    return _answer(ww, caller, {"device_id": device_id}, period, query)
 
 
 @router.get("/sites/{site_id}/report-settings")
