@@ -44,7 +44,7 @@ from wattwatch.domain import (
 from wattwatch.ingest.limits import DeviceRateLimiter
 from wattwatch.ingest.pipeline import IngestPipeline, normalise
 from wattwatch.ingest.stats import IngestStats
-from wattwatch.protocols import adapter_for, identify, native
+from wattwatch.protocols import adapter_for, command_answer, identify, native
 from wattwatch.store.base import ChannelDirectory, StoredRow
 from wattwatch.store.registry import SqlRegistry
 
@@ -749,17 +749,10 @@ class MqttService:
         the device, the reply topic and, where the protocol carries one, the request id.
         """
         ref = device_ref(device)
-        adapter = adapter_for(ref.protocol)
-        outbound = adapter.encode_command(ref, action, command_id)
+        outbound = adapter_for(ref.protocol).encode_command(ref, action, command_id)
 
         def result_of(payload: bytes) -> CommandResult | None:
-            decoded = adapter.decode(
-                outbound.reply_topic, payload, received_ms=now_ms(), key_map=ref.key_map
-            )
-            result = decoded.command_result
-            if result is None or (result.id is not None and result.id != outbound.correlation_id):
-                return None
-            return result
+            return command_answer(ref, outbound, payload, received_ms=now_ms())
 
         reply = await self.request(
             outbound.topic,

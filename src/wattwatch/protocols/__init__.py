@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Protocol
 
-from wattwatch.domain import Decoded, DeviceProtocol, DeviceRef, OutboundMessage
+from wattwatch.domain import CommandResult, Decoded, DeviceProtocol, DeviceRef, OutboundMessage
 from wattwatch.protocols import native, shelly, tasmota, thingsboard
 from wattwatch.protocols._payload import MAX_ITEMS, MAX_PAYLOAD_BYTES, address_levels, short
 
@@ -21,6 +21,7 @@ __all__ = [
     "ProtocolAdapter",
     "adapter_for",
     "check_device_topic",
+    "command_answer",
     "identify",
 ]
 
@@ -73,6 +74,22 @@ def adapter_for(protocol: DeviceProtocol | str) -> ProtocolAdapter:
         return ADAPTERS[DeviceProtocol(protocol)]
     except (ValueError, KeyError):
         raise ValueError(f"no MQTT protocol adapter for {short(protocol)}") from None
+
+
+def command_answer(
+    device: DeviceRef, outbound: OutboundMessage, payload: bytes, *, received_ms: int
+) -> CommandResult | None:
+    """The answer to command ``outbound`` that ``payload``, a message from ``device`` on the
+    reply topic, carries; None when it carries none, or another command's (by request id,
+    where the protocol has one).
+    """
+    decoded = adapter_for(device.protocol).decode(
+        outbound.reply_topic, payload, received_ms=received_ms, key_map=device.key_map
+    )
+    result = decoded.command_result
+    if result is None or (result.id is not None and result.id != outbound.correlation_id):
+        return None
+    return result
 
 
 def identify(topic: str) -> tuple[DeviceProtocol, str | None] | None:
