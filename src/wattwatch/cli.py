@@ -9,9 +9,9 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +24,11 @@ from wattwatch.config import Settings
 from wattwatch.domain import DeviceKind, DeviceProtocol, Interval, Role
 from wattwatch.errors import WattwatchError
 from wattwatch.registry.service import Principal
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from wattwatch.store.sqlstore import SqlStore
 
 app = typer.Typer(help="wattwatch: real-time electricity monitoring.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
@@ -66,20 +71,52 @@ def settings_from(data_dir: Path | None, database_url: str | None, **more: Any) 
     return Settings(**overrides)
 
 
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code`` (2: wrong use, 1: refused)."""
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code) from None
+
+
+def fail_validation(exc: ValidationError) -> NoReturn:
+    """Print the first ten problems pydantic found, each with where it is; exit 2."""
+    for problem in exc.errors()[:10]:
+        where = ".".join(str(x) for x in problem["loc"])
+        err.print(f"[red]error:[/red] {where}: {problem['msg']}")
+    raise typer.Exit(2) from None
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closeable)
+
+
 @contextmanager
-def services(settings: Settings, *, lock: bool = False) -> Iterator[Wattwatch]:
+def _opened(open_: Callable[[], _C]) -> Iterator[_C]:
+    """What ``open_`` opens, closed after the block: failing to open it exits 2, a
+    ``WattwatchError`` in the block exits 1 (each printed as ``error: …``)."""
     try:
-        ww = Wattwatch.open(settings, lock=lock)
+        opened = open_()
     except WattwatchError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
     try:
-        yield ww
+        yield opened
     except WattwatchError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc), 1)
     finally:
-        ww.close()
+        opened.close()
+
+
+def services(settings: Settings, *, lock: bool = False) -> AbstractContextManager[Wattwatch]:
+    return _opened(lambda: Wattwatch.open(settings, lock=lock))
+
+
+def open_services(
+    data_dir: Path | None, database_url: str | None
+) -> AbstractContextManager[Wattwatch]:
+    """The services on the store the --data-dir / --database-url options name (no lock)."""
+    return services(settings_from(data_dir, database_url))
 
 
 def owner_principal(ww: Wattwatch) -> Principal:
@@ -90,11 +127,17 @@ def owner_principal(ww: Wattwatch) -> Principal:
     return Principal(user_id=0, org_id=org_id, role=Role.OWNER, email="cli")
 
 
-def emit(record: Any, as_json: bool, title: str | None = None) -> None:
+def emit(
+    record: Any, as_json: bool, title: str | None = None, columns: tuple[str, ...] = ()
+) -> None:
+    """``record`` (a dict or a list of them) as JSON, or as a table of its ``columns`` (all
+    when none are named)."""
     if as_json:
         print(json.dumps(record, indent=2, default=str))
         return
     rows = record if isinstance(record, list) else [record]
+    if columns:
+        rows = [{k: row[k] for k in columns} for row in rows]
     if not rows:
         console.print("(none)")
         return
@@ -165,23 +208,19 @@ def serve(
     setup_logging(settings.log_level)
     problem = port_problem(settings.http_host, settings.http_port)
     if problem:
-        err.print(
-            f"[red]error:[/red] HTTP {problem}. Pick another with --http-port N "
-            "(or WATTWATCH_HTTP_PORT=N)."
-        )
-        raise typer.Exit(2)
+        fail(f"HTTP {problem}. Pick another with --http-port N (or WATTWATCH_HTTP_PORT=N).", 2)
     with services(settings, lock=True) as ww:
         # After the data-dir lock: "another wattwatch owns this dir" is the better answer.
         if settings.mqtt_enabled and not settings.broker_url:
             problem = port_problem(settings.mqtt_host, settings.mqtt_port)
             if problem:
-                err.print(
-                    f"[red]error:[/red] MQTT {problem} (a Mosquitto?). Pick another port with "
+                fail(
+                    f"MQTT {problem} (a Mosquitto?). Pick another port with "
                     "--mqtt-port N (or WATTWATCH_MQTT_PORT=N), use that broker with "
                     f"--broker-url mqtt://{settings.mqtt_host}:{settings.mqtt_port}, or run "
-                    "without MQTT (--no-mqtt)."
+                    "without MQTT (--no-mqtt).",
+                    2,
                 )
-                raise typer.Exit(2)
         mqtt = ww.enable_mqtt(consume=settings.mqtt_consume) if settings.mqtt_enabled else None
         boot = ww.registry.bootstrap_owner()
         if boot is not None:
@@ -274,8 +313,7 @@ def worker(
     )
     setup_logging(settings.log_level)
     if not settings.broker_url:
-        err.print("[red]error:[/red] give --broker-url mqtt://user:pass@host:1883")
-        raise typer.Exit(2)
+        fail("give --broker-url mqtt://user:pass@host:1883", 2)
     client_id = worker_id or settings.mqtt_client_id or default_client_id("worker")
     with services(settings, lock=True) as ww:
         ww.enable_mqtt(client_id=client_id)
@@ -288,11 +326,7 @@ def worker(
             )
             sys.stdout.flush()
 
-        try:
-            run_loop(run_until_signal(ww, started))
-        except WattwatchError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
+        run_loop(run_until_signal(ww, started))  # services() reports a WattwatchError
 
 
 broker_app = typer.Typer(help="MQTT broker configuration.", no_args_is_help=True)
@@ -407,9 +441,8 @@ def user_add(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     if not password:
-        err.print("[red]error:[/red] give --password or --password-stdin")
-        raise typer.Exit(2)
-    with services(settings_from(data_dir, database_url)) as ww:
+        fail("give --password or --password-stdin", 2)
+    with open_services(data_dir, database_url) as ww:
         user_id = ww.registry.add_user(email, password, role)
         emit({"id": user_id, "email": email.lower(), "role": str(role)}, as_json)
 
@@ -419,7 +452,7 @@ def user_list(
     data_dir: DataDir = None, database_url: DatabaseUrl = None, as_json: AsJson = False
 ) -> None:
     """List the users of the first organisation."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         emit(ww.registry.db.list_users(owner_principal(ww).org_id), as_json, "users")
 
 
@@ -435,7 +468,7 @@ def site_add(
     as_json: AsJson = False,
 ) -> None:
     """Create a site."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         site = ww.registry.create_site(
             owner_principal(ww),
             name,
@@ -451,7 +484,7 @@ def site_list(
     data_dir: DataDir = None, database_url: DatabaseUrl = None, as_json: AsJson = False
 ) -> None:
     """List sites."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         emit(ww.registry.db.list_sites(owner_principal(ww).org_id), as_json, "sites")
 
 
@@ -471,7 +504,7 @@ def device_add(
     as_json: AsJson = False,
 ) -> None:
     """Register a device and print its token (shown only this once)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         device, token = ww.registry.create_device(
             owner_principal(ww),
             name=name,
@@ -497,7 +530,7 @@ def device_list(
 ) -> None:
     """List devices."""
     keys = ("id", "uid", "name", "kind", "protocol", "site_id", "online", "last_seen_ms")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         devices = ww.registry.db.list_devices(owner_principal(ww).org_id, site)
         emit([{k: d[k] for k in keys} for d in devices], as_json, "devices")
 
@@ -515,23 +548,11 @@ BackupDir = Annotated[
 ]
 
 
-@contextmanager
-def store_of(settings: Settings) -> Iterator[Any]:
+def store_of(settings: Settings) -> AbstractContextManager[SqlStore]:
     """Just the store (no services): for backups, migrations and retention."""
     from wattwatch.app import open_store
 
-    try:
-        store = open_store(settings, lock=False)
-    except WattwatchError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    try:
-        yield store
-    except WattwatchError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        store.close()
+    return _opened(lambda: open_store(settings, lock=False))
 
 
 @backup_app.command("create")
@@ -560,8 +581,7 @@ def backup_verify(
     try:
         found = verify_backup(path)
     except WattwatchError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc), 1)
     emit({"path": str(path), "ok": found.ok, "problems": found.problems}, as_json)
     if not found.ok:
         raise typer.Exit(1)
@@ -588,8 +608,7 @@ def backup_restore(
             lock = DataDirLock(Path(url.removeprefix("sqlite:///")).parent)
         counts = restore_backup(path, url, force=force)
     except WattwatchError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc), 1)
     finally:
         if lock is not None:
             lock.release()
@@ -661,8 +680,7 @@ def retention_apply(
     settings = settings_from(data_dir, database_url)
     keep_days = days if days is not None else settings.retention_raw_days
     if keep_days is None or keep_days < 1:
-        err.print("[red]error:[/red] give --days N (N ≥ 1) or set WATTWATCH_RETENTION_RAW_DAYS")
-        raise typer.Exit(2)
+        fail("give --days N (N ≥ 1) or set WATTWATCH_RETENTION_RAW_DAYS", 2)
     with store_of(settings) as store:
         dropped = apply_retention(store, keep_days)
     emit({"dropped_readings": dropped, "kept_days": keep_days}, as_json)
@@ -692,11 +710,10 @@ def export_readings_cmd(
         from_ms = parse_ts(start)
         to_ms = parse_ts(end) if end else now_ms() + 1
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
     wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     with (
-        services(settings_from(data_dir, database_url)) as ww,
+        open_services(data_dir, database_url) as ww,
         Progress(console=err, transient=True) as bar,
     ):
         task = bar.add_task(f"export {output.name}", total=None)
@@ -732,9 +749,8 @@ def export_view(
     from wattwatch.export import create_device_view, create_site_view
 
     if (device is None) == (site is None):
-        err.print("[red]error:[/red] give --device ID or --site ID")
-        raise typer.Exit(2)
-    with services(settings_from(data_dir, database_url)) as ww:
+        fail("give --device ID or --site ID", 2)
+    with open_services(data_dir, database_url) as ww:
         if device is not None:
             ww.registry.db.get_device(owner_principal(ww).org_id, device)
             name = create_device_view(ww.store, device)
@@ -784,7 +800,7 @@ def report(
     from wattwatch.reports.periods import parse_day
 
     fmt = "json" if as_json else format
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.reports is not None
         built = ww.reports.build(
             owner_principal(ww).org_id,
@@ -857,19 +873,15 @@ def alert_rule_add(
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
-            err.print(f"[red]error:[/red] --set {item!r}: use KEY=VALUE")
-            raise typer.Exit(2)
+            fail(f"--set {item!r}: use KEY=VALUE", 2)
         body[key.strip()] = _rule_value(value)
     if notify:
         body["notify"] = _rule_value(notify)
     try:
         rule = RULE_ADAPTER.validate_python(body)
     except ValidationError as exc:
-        for problem in exc.errors()[:10]:
-            where = ".".join(str(x) for x in problem["loc"])
-            err.print(f"[red]error:[/red] {where}: {problem['msg']}")
-        raise typer.Exit(2) from None
-    with services(settings_from(data_dir, database_url)) as ww:
+        fail_validation(exc)
+    with open_services(data_dir, database_url) as ww:
         assert ww.alerts is not None
         emit(ww.alerts.create_rule(owner_principal(ww), rule), as_json)
 
@@ -880,10 +892,10 @@ def alert_rule_list(
 ) -> None:
     """List alert rules."""
     keys = ("id", "name", "kind", "severity", "enabled", "device_id", "site_id", "area_id")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.alerts is not None
         rules = ww.alerts.list_rules(owner_principal(ww))
-        emit(rules if as_json else [{k: r[k] for k in keys} for r in rules], as_json, "rules")
+        emit(rules, as_json, "rules", keys)
 
 
 @alert_app.command("list")
@@ -895,10 +907,10 @@ def alert_list(
 ) -> None:
     """List alerts, newest first."""
     keys = ("id", "state", "severity", "message", "count", "raised_ms", "acknowledged_by")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.alerts is not None
         found = ww.alerts.list_alerts(owner_principal(ww), [state] if state else None)
-        emit(found if as_json else [{k: a[k] for k in keys} for a in found], as_json, "alerts")
+        emit(found, as_json, "alerts", keys)
 
 
 @alert_app.command("ack")
@@ -909,7 +921,7 @@ def alert_ack(
     as_json: AsJson = False,
 ) -> None:
     """Acknowledge an alert (recorded as acknowledged by 'cli')."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.alerts is not None
         alert = ww.alerts.acknowledge(owner_principal(ww), alert_id)
         alert.pop("history", None)
@@ -945,7 +957,7 @@ def area_add(
     as_json: AsJson = False,
 ) -> None:
     """Create an area on a site (inside another with --parent)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         emit(ww.registry.create_area(owner_principal(ww), site, name, kind, parent), as_json)
 
 
@@ -958,9 +970,9 @@ def area_list(
 ) -> None:
     """List a site's areas with their paths."""
     keys = ("id", "path", "kind", "parent_id")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         areas = ww.registry.list_areas(owner_principal(ww), site)
-        emit(areas if as_json else [{k: a[k] for k in keys} for a in areas], as_json, "areas")
+        emit(areas, as_json, "areas", keys)
 
 
 @area_app.command("delete")
@@ -970,7 +982,7 @@ def area_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete an area and its sub-areas (their devices stay on the site)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         ww.registry.delete_area(owner_principal(ww), area_id)
 
 
@@ -991,9 +1003,8 @@ def device_import(
     try:
         data = path.read_bytes()
     except OSError as exc:
-        err.print(f"[red]error:[/red] {exc.strerror}: {path}")
-        raise typer.Exit(2) from None
-    with services(settings_from(data_dir, database_url)) as ww:
+        fail(f"{exc.strerror}: {path}", 2)
+    with open_services(data_dir, database_url) as ww:
         try:
             result = import_inventory(ww.registry, owner_principal(ww), data, kind, dry_run=dry_run)
         except InventoryErrors as exc:
@@ -1025,7 +1036,7 @@ def device_export(
     """Write the device inventory (no secrets) as CSV or YAML."""
     from wattwatch.registry.inventory import export_inventory
 
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         body = export_inventory(ww.registry, owner_principal(ww), fmt, site_id=site)
     if output is None:
         sys.stdout.write(body.decode())
@@ -1048,7 +1059,7 @@ def device_preregister(
     as_json: AsJson = False,
 ) -> None:
     """Register a device nobody owns yet, with a claim code for its label (stored hashed)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         device, code = ww.registry.preregister_device(
             name=name, uid=uid, kind=kind, protocol=protocol, topic=topic, claim_code=claim_code
         )
@@ -1067,7 +1078,7 @@ def device_claim(
 ) -> None:
     """Claim a pre-registered device into the organisation and a site."""
     keys = ("id", "uid", "name", "site_id", "area_id")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         device = ww.registry.claim_device(owner_principal(ww), claim_code, site, area, name)
         emit({k: device[k] for k in keys}, as_json)
 
@@ -1096,11 +1107,11 @@ def device_command(
         return
     settings = settings_from(data_dir, database_url, broker_url=broker_url)
     if not settings.broker_url:
-        err.print(
-            "[red]error:[/red] commands go through a broker: give --server URL --token KEY "
-            "(a running wattwatch) or --broker-url mqtt://…"
+        fail(
+            "commands go through a broker: give --server URL --token KEY "
+            "(a running wattwatch) or --broker-url mqtt://…",
+            2,
         )
-        raise typer.Exit(2)
     with services(settings) as ww:
         assert ww.control is not None
         control = ww.control
@@ -1119,8 +1130,7 @@ def device_command(
         try:
             outcome = asyncio.run(run())
         except WattwatchError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(3 if exc.code == "device_timeout" else 1) from None
+            fail(str(exc), 3 if exc.code == "device_timeout" else 1)
     emit(outcome, as_json)
     if not outcome["ok"]:
         raise typer.Exit(1)
@@ -1132,8 +1142,7 @@ def _command_over_http(
     import httpx
 
     if not token:
-        err.print("[red]error:[/red] --server needs --token (an admin's API key)")
-        raise typer.Exit(2)
+        fail("--server needs --token (an admin's API key)", 2)
     try:
         r = httpx.post(
             f"{server.rstrip('/')}/api/v1/devices/{device_id}/commands",
@@ -1142,13 +1151,11 @@ def _command_over_http(
             timeout=timeout + 10,
         )
     except httpx.HTTPError as exc:
-        err.print(f"[red]error:[/red] {server}: {exc}")
-        raise typer.Exit(2) from None
+        fail(f"{server}: {exc}", 2)
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
     if r.status_code != 200:
         message = (body.get("error") or {}).get("message", r.text[:200])
-        err.print(f"[red]error:[/red] {r.status_code}: {message}")
-        raise typer.Exit(3 if r.status_code == 504 else 1)
+        fail(f"{r.status_code}: {message}", 3 if r.status_code == 504 else 1)
     emit(body, as_json)
     if not body.get("ok"):
         raise typer.Exit(1)
@@ -1164,10 +1171,10 @@ def device_commands(
 ) -> None:
     """The device's command audit trail: who switched it, when, and what happened."""
     keys = ("id", "requested_ms", "actor", "source", "action", "status", "state", "latency_ms")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.control is not None
         rows = ww.control.list_commands(owner_principal(ww), device_id=device_id, limit=limit)
-        emit(rows if as_json else [{k: r[k] for k in keys} for r in rows], as_json, "commands")
+        emit(rows, as_json, "commands", keys)
 
 
 def _schedule_event(text: str) -> dict[str, str]:
@@ -1212,11 +1219,8 @@ def schedule_add(
             events=[ScheduleEvent(**_schedule_event(e)) for e in event],
         )
     except ValidationError as exc:
-        for problem in exc.errors()[:10]:
-            where = ".".join(str(x) for x in problem["loc"])
-            err.print(f"[red]error:[/red] {where}: {problem['msg']}")
-        raise typer.Exit(2) from None
-    with services(settings_from(data_dir, database_url)) as ww:
+        fail_validation(exc)
+    with open_services(data_dir, database_url) as ww:
         assert ww.schedules is not None
         emit(ww.schedules.create(owner_principal(ww), body), as_json)
 
@@ -1227,10 +1231,10 @@ def schedule_list(
 ) -> None:
     """List schedules with their next run (site time)."""
     keys = ("id", "name", "enabled", "area_id", "site_id", "device_id", "appliance", "next_run")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.schedules is not None
         rows = ww.schedules.list_schedules(owner_principal(ww))
-        emit(rows if as_json else [{k: r[k] for k in keys} for r in rows], as_json, "schedules")
+        emit(rows, as_json, "schedules", keys)
 
 
 @schedule_app.command("runs")
@@ -1243,10 +1247,10 @@ def schedule_runs(
 ) -> None:
     """Each time the schedule fired or was missed, with how many plugs switched."""
     keys = ("id", "due_ms", "action", "status", "targets", "succeeded", "failed")
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.schedules is not None
         rows = ww.schedules.runs(owner_principal(ww), schedule_id, limit=limit)
-        emit(rows if as_json else [{k: r[k] for k in keys} for r in rows], as_json, "runs")
+        emit(rows, as_json, "runs", keys)
 
 
 @schedule_app.command("delete")
@@ -1256,7 +1260,7 @@ def schedule_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a schedule (its runs go with it)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         assert ww.schedules is not None
         ww.schedules.delete(owner_principal(ww), schedule_id)
 
@@ -1270,12 +1274,11 @@ def user_role(
     as_json: AsJson = False,
 ) -> None:
     """Change a user's role in the first organisation (one owner always stays)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         principal = owner_principal(ww)
         user = ww.registry.db.user_by_email(email)
         if user is None:
-            err.print(f"[red]error:[/red] no user {email}")
-            raise typer.Exit(1)
+            fail(f"no user {email}", 1)
         emit(ww.registry.set_user_role(principal, user["id"], role), as_json)
 
 
@@ -1316,9 +1319,8 @@ def site_update(
         try:
             values["tariff"] = Tariff.model_validate_json(tariff).model_dump()
         except ValidationError as exc:
-            err.print(f"[red]error:[/red] tariff: {exc.errors()[0]['msg']}")
-            raise typer.Exit(2) from None
-    with services(settings_from(data_dir, database_url)) as ww:
+            fail(f"tariff: {exc.errors()[0]['msg']}", 2)
+    with open_services(data_dir, database_url) as ww:
         emit(ww.registry.update_site(owner_principal(ww), site_id, values), as_json)
 
 
@@ -1329,7 +1331,7 @@ def site_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a site with its areas (its devices stay, without a site)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         ww.registry.delete_site(owner_principal(ww), site_id)
 
 
@@ -1348,7 +1350,7 @@ def area_update(
     values: dict[str, Any] = {k: v for k, v in (("name", name), ("kind", kind)) if v is not None}
     if parent is not None or top:
         values["parent_id"] = None if top else parent
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         emit(ww.registry.update_area(owner_principal(ww), area_id, values), as_json)
 
 
@@ -1385,7 +1387,7 @@ def device_update(
         "firmware": firmware,
     }
     values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         principal = owner_principal(ww)
         if identifier:
             current = ww.registry.get_device(principal, device_id)["identifiers"] or {}
@@ -1394,7 +1396,7 @@ def device_update(
             values["location"] = _pairs_option(location, "location")
         device = ww.registry.update_device(principal, device_id, values)
         keys = ("id", "uid", "name", "kind", "protocol", "topic", "site_id", "area_id")
-        emit(device if as_json else {k: device[k] for k in keys}, as_json)
+        emit(device, as_json, columns=keys)
 
 
 @device_app.command("delete")
@@ -1404,7 +1406,7 @@ def device_delete(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Delete a device (its command history stays in the audit trail)."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         ww.registry.delete_device(owner_principal(ww), device_id)
 
 
@@ -1427,7 +1429,7 @@ def device_channel(
         values["appliance"] = appliance
     if submeter is not None:
         values["submeter"] = submeter
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         emit(ww.registry.set_channel(owner_principal(ww), device_id, name, values), as_json)
 
 
@@ -1457,19 +1459,17 @@ def ai_evaluate(
     try:
         from wattwatch.ai.evaluate import run_anomaly_evaluation, run_evaluation
     except ImportError as exc:
-        err.print(f"[red]error:[/red] the AI extra is missing ({exc}); pip install 'wattwatch[ml]'")
-        raise typer.Exit(2) from None
+        fail(f"the AI extra is missing ({exc}); pip install 'wattwatch[ml]'", 2)
     if anomaly:
         try:
             report = run_anomaly_evaluation(dataset, n_starts=starts)
         except (ValueError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            fail(str(exc), 2)
         for r in report["devices"].values():  # no fault found: no delay (null, not NaN)
             if r["median_delay_h"] != r["median_delay_h"]:
                 r["median_delay_h"] = None
         if as_json:
-            print(json.dumps(report, indent=2, default=str))
+            emit(report, True)
             return
         rows = [{"device": dev, **r} for dev, r in report["devices"].items()]
         for r in rows:
@@ -1478,8 +1478,7 @@ def ai_evaluate(
         emit(rows, False, f"anomaly detection on {dataset.name} (injected faults)")
         return
     if protocol not in ("in-house", "transfer") or (protocol == "transfer" and train is None):
-        err.print("[red]error:[/red] --protocol is in-house, or transfer with --train DIR")
-        raise typer.Exit(2)
+        fail("--protocol is in-house, or transfer with --train DIR", 2)
     result = run_evaluation(
         dataset, protocol, train, train_days=train_days, extra_baselines=extra_baselines
     )
@@ -1494,8 +1493,7 @@ def _ai_device(ww: Wattwatch, device_id: int) -> tuple[Any, dict[str, Any]]:
     """The AI service and the device record (of whichever organisation owns it)."""
     device = ww.registry.db.device_by(id=device_id)
     if ww.ai is None or device is None or device["org_id"] is None:
-        err.print(f"[red]error:[/red] no claimed device {device_id}")
-        raise typer.Exit(2)
+        fail(f"no claimed device {device_id}", 2)
     return ww.ai, device
 
 
@@ -1525,15 +1523,14 @@ def ai_train(
         try:
             until_ms = parse_ts(until)
         except ValueError as exc:
-            err.print(f"[red]error:[/red] --until: {exc}")
-            raise typer.Exit(2) from None
-    with services(settings_from(data_dir, database_url)) as ww:
+            fail(f"--until: {exc}", 2)
+    with open_services(data_dir, database_url) as ww:
         ai, device = _ai_device(ww, device_id)
         started = time.perf_counter()
         result = ai.train(None, device_id, days=days, until_ms=until_ms, org_id=device["org_id"])
         result["seconds"] = round(time.perf_counter() - started, 2)
         if as_json:
-            print(json.dumps(result, indent=2, default=str))
+            emit(result, True)
             return
         rows = [
             {
@@ -1561,11 +1558,11 @@ def ai_models(
     as_json: AsJson = False,
 ) -> None:
     """Stored model versions of a device with their metrics, newest first."""
-    with services(settings_from(data_dir, database_url)) as ww:
+    with open_services(data_dir, database_url) as ww:
         ai, _device = _ai_device(ww, device_id)
         models = ai.ai.list_models(device_id)
         if as_json:
-            print(json.dumps(models, indent=2, default=str))
+            emit(models, True)
             return
         emit(
             [
