@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from wattwatch.store.records import Record, SqlRecordStore
+from wattwatch.store.registry import org_areas
 from wattwatch.store.schema import (
     alert_history,
     alert_rules,
@@ -32,12 +33,7 @@ class SqlAlertStore(SqlRecordStore):
     own_tables = TABLES
 
     def area_in_org(self, org_id: int, area_id: int) -> bool:
-        rows = self._read(
-            select(areas.c.id)
-            .join(sites, sites.c.id == areas.c.site_id)
-            .where(areas.c.id == area_id, sites.c.org_id == org_id)
-        )
-        return bool(rows)
+        return bool(self._read(org_areas(org_id).where(areas.c.id == area_id)))
 
     def device_directory(self, org_ids: Sequence[int]) -> tuple[list[Record], list[Record]]:
         """Devices (with their site's timezone) and channels of these organisations: what

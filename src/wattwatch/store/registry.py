@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from wattwatch.domain import now_ms
@@ -29,6 +29,11 @@ from wattwatch.store.schema import (
 
 # A device may grow channels by reporting them (multi-circuit panels), up to this many.
 MAX_CHANNELS_PER_DEVICE = 64
+
+
+def org_areas(org_id: int) -> Select[Any]:
+    """The areas of the organisation: an area belongs to it through its site."""
+    return select(areas).join(sites, sites.c.id == areas.c.site_id).where(sites.c.org_id == org_id)
 
 
 class SqlRegistry(SqlRecordStore):
@@ -377,20 +382,13 @@ class SqlRegistry(SqlRecordStore):
 
     def list_areas(self, org_id: int, site_id: int | None = None) -> list[Record]:
         """Areas of the organisation (of one site), parents before children where ids allow."""
-        stmt = (
-            select(areas).join(sites, sites.c.id == areas.c.site_id).where(sites.c.org_id == org_id)
-        )
+        stmt = org_areas(org_id)
         if site_id is not None:
             stmt = stmt.where(areas.c.site_id == site_id)
         return self._read(stmt.order_by(areas.c.id))
 
     def get_area(self, org_id: int, area_id: int) -> Record:
-        return self._read_one(
-            select(areas)
-            .join(sites, sites.c.id == areas.c.site_id)
-            .where(areas.c.id == area_id, sites.c.org_id == org_id),
-            "area",
-        )
+        return self._read_one(org_areas(org_id).where(areas.c.id == area_id), "area")
 
     def update_area(self, area_id: int, values: Record) -> None:
         with self.engine.begin() as conn:

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from wattwatch.store.records import Record, SqlRecordStore
+from wattwatch.store.registry import org_areas
 from wattwatch.store.schema import (
     areas,
     channels,
@@ -20,7 +21,6 @@ from wattwatch.store.schema import (
     report_deliveries,
     report_schedules,
     report_settings,
-    sites,
 )
 
 TABLES = (report_settings, report_schedules, report_deliveries)
@@ -54,12 +54,7 @@ class SqlReportStore(SqlRecordStore):
 
     # -- scopes ---------------------------------------------------------------------------
     def get_area(self, org_id: int, area_id: int) -> Record:
-        return self._read_one(
-            select(areas)
-            .join(sites, sites.c.id == areas.c.site_id)
-            .where(areas.c.id == area_id, sites.c.org_id == org_id),
-            "area",
-        )
+        return self._read_one(org_areas(org_id).where(areas.c.id == area_id), "area")
 
     def scope_channels(
         self,
