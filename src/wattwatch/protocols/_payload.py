@@ -130,6 +130,19 @@ def load_text(payload: bytes, max_chars: int = 64) -> str:
     return text
 
 
+def decode_online(payload: bytes, words: Mapping[str, bool], expected: str) -> Decoded:
+    """``online`` from a plain-text payload that is one of ``words`` (lower case; any case on
+    the wire), or a rejection saying what was ``expected``."""
+    try:
+        text = load_text(payload)
+    except ValueError as exc:
+        return rejected(str(exc))
+    online = words.get(text.lower())
+    if online is None:
+        return rejected(f"{expected}, got {short(text)}")
+    return Decoded(online=online)
+
+
 def load_object(payload: bytes) -> dict[str, Any]:
     data = load_json(payload)
     if not isinstance(data, dict):

@@ -43,10 +43,10 @@ from wattwatch.protocols._payload import (
     MetricField,
     acl_allows,
     address_levels,
+    decode_online,
     extract,
     field,
     load_object,
-    load_text,
     message_text,
     never_raises,
     numeric_id,
@@ -128,7 +128,7 @@ def decode(
         return rejected(f"topic {short(topic)} is not a Shelly status, online or RPC topic")
     levels = topic.split("/")
     if levels[-1] == "online":
-        return _decode_online(payload)
+        return decode_online(payload, _ONLINE, "online must be true or false")
     if levels[-2] == "status":
         component = _COMPONENT.fullmatch(levels[-1])
         if component is None:
@@ -171,17 +171,6 @@ def _decode_notification(payload: bytes) -> Decoded:
         if component is not None:
             _add_component(decoded, component, status, index=index)
     return decoded
-
-
-def _decode_online(payload: bytes) -> Decoded:
-    try:
-        text = load_text(payload)
-    except ValueError as exc:
-        return rejected(str(exc))
-    online = _ONLINE.get(text.lower())
-    if online is None:
-        return rejected(f"online must be true or false, got {short(text)}")
-    return Decoded(online=online)
 
 
 def _decode_answer(payload: bytes) -> Decoded:

@@ -44,6 +44,7 @@ from wattwatch.protocols._payload import (
     acl_allows,
     address_levels,
     bounded_attributes,
+    decode_online,
     extract,
     field,
     json_type,
@@ -123,7 +124,7 @@ def decode(
         if command == "STATE":
             return _with_object(payload, _decode_state)
         if command == "LWT":
-            return _decode_lwt(payload)
+            return decode_online(payload, _LWT, "LWT must be Online or Offline")
         if command in ("INFO1", "INFO2", "INFO3"):
             return _with_object(payload, _decode_info)
         return Decoded()  # tele/<topic>/RESULT, HASS_STATE…: nothing about energy
@@ -226,17 +227,6 @@ def _decode_info(info: dict[str, Any]) -> Decoded:
         return Decoded(attributes=bounded_attributes(info))
     except ValueError as exc:
         return rejected(str(exc))
-
-
-def _decode_lwt(payload: bytes) -> Decoded:
-    try:
-        text = load_text(payload)
-    except ValueError as exc:
-        return rejected(str(exc))
-    online = _LWT.get(text.lower())
-    if online is None:
-        return rejected(f"LWT must be Online or Offline, got {short(text)}")
-    return Decoded(online=online)
 
 
 def _decode_result(result: dict[str, Any]) -> Decoded:
