@@ -196,21 +196,23 @@ class SqlStore:
         return duplicates
 
     def _neighbourhood(self, cur: Any, ch: int, first_ts: int, last_ts: int) -> list[rollups.Point]:
-        """Stored readings of ``ch`` in [first_ts, last_ts] plus the one before and after."""
+        """Stored readings of ``ch`` in [first_ts, last_ts] plus the one before and after.
+
+        One statement (one round trip while the channel's lock is held): late readings are
+        common when several workers share a subscription and a device has messages in flight.
+        """
         m = self.mark
-        before = cur.execute(
-            f"SELECT ts, p, e FROM readings WHERE ch = {m} AND ts < {m} ORDER BY ts DESC LIMIT 1",
-            (ch, first_ts),
+        rows = cur.execute(
+            "SELECT ts, p, e FROM (SELECT ts, p, e FROM readings "
+            f"WHERE ch = {m} AND ts < {m} ORDER BY ts DESC LIMIT 1) AS before_first "
+            "UNION ALL "
+            f"SELECT ts, p, e FROM readings WHERE ch = {m} AND ts BETWEEN {m} AND {m} "
+            "UNION ALL "
+            "SELECT ts, p, e FROM (SELECT ts, p, e FROM readings "
+            f"WHERE ch = {m} AND ts > {m} ORDER BY ts LIMIT 1) AS after_last",
+            (ch, first_ts, ch, first_ts, last_ts, ch, last_ts),
         ).fetchall()
-        inside = cur.execute(
-            f"SELECT ts, p, e FROM readings WHERE ch = {m} AND ts BETWEEN {m} AND {m} ORDER BY ts",
-            (ch, first_ts, last_ts),
-        ).fetchall()
-        after = cur.execute(
-            f"SELECT ts, p, e FROM readings WHERE ch = {m} AND ts > {m} ORDER BY ts LIMIT 1",
-            (ch, last_ts),
-        ).fetchall()
-        return [(r[0], r[1], r[2]) for r in (*before, *inside, *after)]
+        return sorted((r[0], r[1], r[2]) for r in rows)
 
     def forget_channel_cache(self) -> None:
         self.registry.forget_caches()
