@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wattwatch.ai.service import AiScheduler, AiService
 from wattwatch.alerts.engine import AlertEngine
@@ -51,6 +51,23 @@ def open_store(settings: Settings, *, lock: bool) -> SqlStore:
 
         return PostgresStore(url, lock=lock)
     raise ConfigError(f"database URL {url.split('@')[-1]!r}: use sqlite:/// or postgresql://")
+
+
+_Smtp = TypeVar("_Smtp", bound=SmtpConfig)
+
+
+def smtp_of(settings: Settings, kind: type[_Smtp]) -> _Smtp | None:
+    """The SMTP server the settings name (alert and report emails share it), or None."""
+    if not settings.smtp_host:
+        return None
+    return kind(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_from,
+        settings.smtp_username,
+        settings.smtp_password,
+        settings.smtp_starttls,
+    )
 
 
 @dataclass
@@ -216,18 +233,9 @@ def build_reports(settings: Settings, store: SqlStore) -> tuple[ReportService, R
     """Period reports, and the scheduler that mails them (SMTP shared with alert emails)."""
     report_store = SqlReportStore(store.engine, store.read_engine)
     service = ReportService(store, store.registry, report_store)
-    smtp = None
-    if settings.smtp_host:
-        smtp = SmtpSettings(
-            settings.smtp_host,
-            settings.smtp_port,
-            settings.smtp_from,
-            settings.smtp_username,
-            settings.smtp_password,
-            settings.smtp_starttls,
-        )
+    mailer = ReportMailer(smtp_of(settings, SmtpSettings))
     link_base = f"http://{settings.http_host}:{settings.http_port}"
-    scheduler = ReportScheduler(service, report_store, ReportMailer(smtp), link_base=link_base)
+    scheduler = ReportScheduler(service, report_store, mailer, link_base=link_base)
     return service, scheduler
 
 
@@ -259,16 +267,6 @@ def build_alerts_and_hooks(
     """The alert engine and the hook dispatcher, listening to committed batches."""
     alert_store = SqlAlertStore(store.engine, store.read_engine)
     engine = AlertEngine(alert_store, store.registry, store)
-    smtp = None
-    if settings.smtp_host:
-        smtp = SmtpConfig(
-            settings.smtp_host,
-            settings.smtp_port,
-            settings.smtp_from,
-            settings.smtp_username,
-            settings.smtp_password,
-            settings.smtp_starttls,
-        )
     hooks = HookDispatcher(
         make_plugin_manager(entry_points=settings.plugins_enabled),
         alert_store,
@@ -281,7 +279,7 @@ def build_alerts_and_hooks(
             settings.delivery_max_delay_s,
             settings.delivery_timeout_s,
         ),
-        smtp=smtp,
+        smtp=smtp_of(settings, SmtpConfig),
     )
     engine.add_listener(hooks.on_alert)
     pipeline.add_listener(engine.on_batch)

@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import smtplib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -69,6 +70,8 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
+    """The SMTP server (``WATTWATCH_SMTP_*``) that alert emails, and report emails, go through."""
+
     host: str
     port: int = 25
     sender: str = "wattwatch@localhost"
@@ -76,6 +79,16 @@ class SmtpConfig:
     password: str | None = None
     starttls: bool = False
     timeout_s: float = 10.0
+
+    @contextmanager
+    def session(self) -> Iterator[smtplib.SMTP]:
+        """A connection to the server, after STARTTLS and login when configured."""
+        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as conn:
+            if self.starttls:
+                conn.starttls()
+            if self.username:
+                conn.login(self.username, self.password or "")
+            yield conn
 
 
 @dataclass(slots=True)
@@ -185,11 +198,7 @@ class EmailNotifier:
     @staticmethod
     def _send(smtp: SmtpConfig, to: list[str], body: bytes) -> None:
         try:
-            with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as conn:
-                if smtp.starttls:
-                    conn.starttls()
-                if smtp.username:
-                    conn.login(smtp.username, smtp.password or "")
+            with smtp.session() as conn:
                 conn.sendmail(smtp.sender, to, body)
         except smtplib.SMTPRecipientsRefused as exc:
             raise DeliveryError(f"refused: {list(exc.recipients)}", permanent=True) from None

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from wattwatch.errors import WattwatchError
+from wattwatch.hooks.notifiers import SmtpConfig
 from wattwatch.reports.render import Rendered
 
 
@@ -17,13 +18,9 @@ class DeliveryFailed(WattwatchError):
 
 
 @dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    host: str
-    port: int = 25
-    sender: str = "wattwatch@localhost"
-    username: str | None = None
-    password: str | None = None
-    starttls: bool = False
+class SmtpSettings(SmtpConfig):
+    """The SMTP server of the alert emails; a report email waits longer for it."""
+
     timeout_s: float = 20.0
 
 
@@ -76,11 +73,7 @@ class ReportMailer:
         if smtp is None:
             raise DeliveryFailed("no SMTP server configured (set WATTWATCH_SMTP_HOST)")
         try:
-            with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as conn:
-                if smtp.starttls:
-                    conn.starttls()
-                if smtp.username:
-                    conn.login(smtp.username, smtp.password or "")
+            with smtp.session() as conn:
                 refused = conn.send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
             raise DeliveryFailed(f"every recipient was refused: {sorted(exc.recipients)}") from None
