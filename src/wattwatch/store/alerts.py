@@ -64,15 +64,10 @@ class SqlAlertStore(SqlRecordStore):
         return self._insert(alert_rules, values)
 
     def list_rules(self, org_id: int) -> list[Record]:
-        return self._read(
-            select(alert_rules).where(alert_rules.c.org_id == org_id).order_by(alert_rules.c.id)
-        )
+        return self._list_owned(alert_rules, org_id)
 
     def get_rule(self, org_id: int, rule_id: int) -> Record:
-        return self._read_one(
-            select(alert_rules).where(alert_rules.c.id == rule_id, alert_rules.c.org_id == org_id),
-            "alert rule",
-        )
+        return self._read_owned(alert_rules, org_id, rule_id, "alert rule")
 
     def update_rule(self, org_id: int, rule_id: int, values: Record) -> None:
         self.get_rule(org_id, rule_id)
@@ -161,9 +156,7 @@ class SqlAlertStore(SqlRecordStore):
         return self._read(stmt.order_by(alerts.c.id.desc()).limit(limit))
 
     def get_alert(self, org_id: int, alert_id: int) -> Record:
-        return self._read_one(
-            select(alerts).where(alerts.c.id == alert_id, alerts.c.org_id == org_id), "alert"
-        )
+        return self._read_owned(alerts, org_id, alert_id, "alert")
 
     def open_alerts(self) -> list[Record]:
         """Alerts not cleared yet, of every organisation (the engine resumes them)."""
@@ -181,15 +174,10 @@ class SqlAlertStore(SqlRecordStore):
         return self._insert(webhooks, values)
 
     def list_webhooks(self, org_id: int) -> list[Record]:
-        return self._read(
-            select(webhooks).where(webhooks.c.org_id == org_id).order_by(webhooks.c.id)
-        )
+        return self._list_owned(webhooks, org_id)
 
     def get_webhook(self, org_id: int, webhook_id: int) -> Record:
-        return self._read_one(
-            select(webhooks).where(webhooks.c.id == webhook_id, webhooks.c.org_id == org_id),
-            "webhook",
-        )
+        return self._read_owned(webhooks, org_id, webhook_id, "webhook")
 
     def delete_webhook(self, org_id: int, webhook_id: int) -> None:
         self.get_webhook(org_id, webhook_id)
@@ -214,12 +202,7 @@ class SqlAlertStore(SqlRecordStore):
         return self._read(stmt.order_by(dead_letters.c.id.desc()).limit(limit))
 
     def get_dead_letter(self, org_id: int, letter_id: int) -> Record:
-        return self._read_one(
-            select(dead_letters).where(
-                dead_letters.c.id == letter_id, dead_letters.c.org_id == org_id
-            ),
-            "dead letter",
-        )
+        return self._read_owned(dead_letters, org_id, letter_id, "dead letter")
 
     def update_dead_letter(self, letter_id: int, values: Record) -> None:
         with self.engine.begin() as conn:

@@ -87,31 +87,17 @@ class SqlControlStore(SqlRecordStore):
         return self._read(stmt.order_by(device_commands.c.id.desc()).limit(limit))
 
     def get_command(self, org_id: int, command_id: int) -> Record:
-        return self._read_one(
-            select(device_commands).where(
-                device_commands.c.id == command_id, device_commands.c.org_id == org_id
-            ),
-            "command",
-        )
+        return self._read_owned(device_commands, org_id, command_id, "command")
 
     # -- schedules ------------------------------------------------------------------------
     def create_schedule(self, values: Record) -> int:
         return self._insert(control_schedules, values)
 
     def list_schedules(self, org_id: int) -> list[Record]:
-        return self._read(
-            select(control_schedules)
-            .where(control_schedules.c.org_id == org_id)
-            .order_by(control_schedules.c.id)
-        )
+        return self._list_owned(control_schedules, org_id)
 
     def get_schedule(self, org_id: int, schedule_id: int) -> Record:
-        return self._read_one(
-            select(control_schedules).where(
-                control_schedules.c.id == schedule_id, control_schedules.c.org_id == org_id
-            ),
-            "schedule",
-        )
+        return self._read_owned(control_schedules, org_id, schedule_id, "schedule")
 
     def schedule_by_id(self, schedule_id: int) -> Record | None:
         return self._read_first(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Engine, Table, insert, select
 
 from wattwatch.errors import NotFound
 from wattwatch.store.schema import metadata
@@ -43,6 +43,16 @@ class SqlRecordStore:
         if row is None:
             raise NotFound(f"{what} not found")
         return row
+
+    def _list_owned(self, table: Table, org_id: int) -> list[Record]:
+        """The organisation's records of a table (one with an ``org_id`` column), by id."""
+        return self._read(select(table).where(table.c.org_id == org_id).order_by(table.c.id))
+
+    def _read_owned(self, table: Table, org_id: int, record_id: int, what: str) -> Record:
+        """The record if the organisation owns it: another organisation's is not found."""
+        return self._read_one(
+            select(table).where(table.c.id == record_id, table.c.org_id == org_id), what
+        )
 
     def _insert(self, table: Table, values: Record) -> int:
         """Insert one row in its own transaction; its id."""

@@ -179,12 +179,10 @@ class SqlRegistry(SqlRecordStore):
         )
 
     def list_sites(self, org_id: int) -> list[Record]:
-        return self._read(select(sites).where(sites.c.org_id == org_id).order_by(sites.c.id))
+        return self._list_owned(sites, org_id)
 
     def get_site(self, org_id: int, site_id: int) -> Record:
-        return self._read_one(
-            select(sites).where(sites.c.id == site_id, sites.c.org_id == org_id), "site"
-        )
+        return self._read_owned(sites, org_id, site_id, "site")
 
     def update_site(self, org_id: int, site_id: int, values: Record) -> None:
         self.get_site(org_id, site_id)
@@ -230,9 +228,7 @@ class SqlRegistry(SqlRecordStore):
         return self._read(stmt.order_by(devices.c.id))
 
     def get_device(self, org_id: int, device_id: int) -> Record:
-        return self._read_one(
-            select(devices).where(devices.c.id == device_id, devices.c.org_id == org_id), "device"
-        )
+        return self._read_owned(devices, org_id, device_id, "device")
 
     def device_by(self, **where: Any) -> Record | None:
         stmt = select(devices)

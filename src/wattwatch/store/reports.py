@@ -143,19 +143,10 @@ class SqlReportStore(SqlRecordStore):
         return self._insert(report_schedules, values)
 
     def list_schedules(self, org_id: int) -> list[Record]:
-        return self._read(
-            select(report_schedules)
-            .where(report_schedules.c.org_id == org_id)
-            .order_by(report_schedules.c.id)
-        )
+        return self._list_owned(report_schedules, org_id)
 
     def get_schedule(self, org_id: int, schedule_id: int) -> Record:
-        return self._read_one(
-            select(report_schedules).where(
-                report_schedules.c.id == schedule_id, report_schedules.c.org_id == org_id
-            ),
-            "report schedule",
-        )
+        return self._read_owned(report_schedules, org_id, schedule_id, "report schedule")
 
     def update_schedule(self, schedule_id: int, values: Record) -> None:
         with self.engine.begin() as conn:
