@@ -29,7 +29,7 @@ from wattwatch.domain import (
     now_ms,
 )
 from wattwatch.errors import Conflict, DeviceTimeout, InvalidInput, WattwatchError
-from wattwatch.protocols import adapter_for
+from wattwatch.protocols import adapter_for, command_answer
 from wattwatch.registry.service import Principal, RegistryService
 from wattwatch.store.control import SqlControlStore
 
@@ -240,13 +240,7 @@ class ControlService:
             values.update(topic=outbound.topic[:300], correlation_id=outbound.correlation_id)
 
             def answer(payload: bytes) -> CommandResult | None:
-                decoded = adapter.decode(
-                    outbound.reply_topic, payload, received_ms=now_ms(), key_map=ref.key_map
-                )
-                found = decoded.command_result
-                if found is None or (found.id is not None and found.id != outbound.correlation_id):
-                    return None
-                return found
+                return command_answer(ref, outbound, payload, received_ms=now_ms())
 
             lock = self._locks.acquire_for(ref.id)
             try:

@@ -44,6 +44,7 @@ from wattwatch.domain import (
 from wattwatch.ingest.limits import DeviceRateLimiter
 from wattwatch.ingest.pipeline import IngestPipeline, normalise
 from wattwatch.ingest.stats import IngestStats
+from wattwatch.periodic import BackgroundTask
 from wattwatch.protocols import adapter_for, command_answer, identify, native
 from wattwatch.store.base import ChannelDirectory, StoredRow
 from wattwatch.store.registry import SqlRegistry
@@ -155,7 +156,7 @@ class DeviceCache:
         return device
 
 
-class PresenceTracker:
+class PresenceTracker(BackgroundTask):
     """Online / last-seen / firmware per device, kept in memory and written in batches.
 
     ``last_seen_ms`` is written at most every ``last_seen_interval_s`` per device (a device
@@ -179,7 +180,6 @@ class PresenceTracker:
         # device id → [online, last_seen written (ms), firmware]
         self._known: dict[int, list[Any]] = {}
         self._pending: dict[int, dict[str, Any]] = {}
-        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     def _state(self, device: Mapping[str, Any]) -> list[Any]:
@@ -222,18 +222,13 @@ class PresenceTracker:
         state = self._known.get(device_id)
         return None if state is None else state[0]
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mqtt-presence")
+    task_name = "mqtt-presence"
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         await self.flush()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
@@ -699,7 +694,7 @@ class MqttService:
         return f"MQTT via {self.transport.describe()}"
 
     async def start(self) -> None:
-        await self.ingest.presence.start()
+        self.ingest.presence.start()
         await self.transport.start()
         if isinstance(self.transport, ExternalBroker) and self.transport.sink is not None:
             # Messages name devices by topic: find them all now, in a thread, rather than
