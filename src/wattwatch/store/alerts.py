@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from wattwatch.store.records import Record, SqlRecordStore
 from wattwatch.store.registry import org_areas
@@ -71,13 +71,11 @@ class SqlAlertStore(SqlRecordStore):
 
     def update_rule(self, org_id: int, rule_id: int, values: Record) -> None:
         self.get_rule(org_id, rule_id)
-        with self.engine.begin() as conn:
-            conn.execute(update(alert_rules).where(alert_rules.c.id == rule_id).values(**values))
+        self._update(alert_rules, rule_id, values)
 
     def delete_rule(self, org_id: int, rule_id: int) -> None:
         self.get_rule(org_id, rule_id)
-        with self.engine.begin() as conn:
-            conn.execute(delete(alert_rules).where(alert_rules.c.id == rule_id))
+        self._delete(alert_rules, rule_id)
 
     def rules_version(self) -> tuple[int, int, int]:
         """Changes whenever a rule is added, changed or deleted (by any process)."""
@@ -181,8 +179,7 @@ class SqlAlertStore(SqlRecordStore):
 
     def delete_webhook(self, org_id: int, webhook_id: int) -> None:
         self.get_webhook(org_id, webhook_id)
-        with self.engine.begin() as conn:
-            conn.execute(delete(webhooks).where(webhooks.c.id == webhook_id))
+        self._delete(webhooks, webhook_id)
 
     def enabled_webhooks(self) -> list[Record]:
         return self._read(
@@ -205,7 +202,4 @@ class SqlAlertStore(SqlRecordStore):
         return self._read_owned(dead_letters, org_id, letter_id, "dead letter")
 
     def update_dead_letter(self, letter_id: int, values: Record) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(dead_letters).where(dead_letters.c.id == letter_id).values(**values)
-            )
+        self._update(dead_letters, letter_id, values)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from wattwatch.store.records import Record, SqlRecordStore
@@ -105,16 +105,10 @@ class SqlControlStore(SqlRecordStore):
         )
 
     def update_schedule(self, schedule_id: int, values: Record) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(control_schedules)
-                .where(control_schedules.c.id == schedule_id)
-                .values(**values)
-            )
+        self._update(control_schedules, schedule_id, values)
 
     def delete_schedule(self, schedule_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(control_schedules).where(control_schedules.c.id == schedule_id))
+        self._delete(control_schedules, schedule_id)
 
     def due_schedules(self, now: int) -> list[Record]:
         return self._read(
@@ -154,12 +148,7 @@ class SqlControlStore(SqlRecordStore):
             return None
 
     def finish_run(self, run_id: int, values: Record) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(control_schedule_runs)
-                .where(control_schedule_runs.c.id == run_id)
-                .values(**values)
-            )
+        self._update(control_schedule_runs, run_id, values)
 
     def list_runs(
         self, org_id: int, schedule_id: int, *, limit: int = 100, before_id: int | None = None

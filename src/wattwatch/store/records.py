@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, select
+from sqlalchemy import Engine, Table, delete, insert, select, update
 
 from wattwatch.errors import NotFound
 from wattwatch.store.schema import metadata
@@ -58,3 +58,12 @@ class SqlRecordStore:
         """Insert one row in its own transaction; its id."""
         with self.engine.begin() as conn:
             return int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+
+    def _update(self, table: Table, record_id: int, values: Record) -> None:
+        """Set these values on the record with this id, in their own transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(update(table).where(table.c.id == record_id).values(**values))
+
+    def _delete(self, table: Table, record_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.id == record_id))

@@ -84,12 +84,9 @@ class SqlRegistry(SqlRecordStore):
         return self._read_first(select(users).where(users.c.email == email.lower()))
 
     def set_password_hash(self, user_id: int, password_hash: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(users)
-                .where(users.c.id == user_id)
-                .values(password_hash=password_hash, must_change_password=False)
-            )
+        self._update(
+            users, user_id, {"password_hash": password_hash, "must_change_password": False}
+        )
 
     def memberships_of(self, user_id: int) -> list[Record]:
         return self._read(
@@ -188,14 +185,12 @@ class SqlRegistry(SqlRecordStore):
         self.get_site(org_id, site_id)
         if not values:
             return  # an empty PATCH: an UPDATE without SET is not SQL
-        with self.engine.begin() as conn:
-            conn.execute(update(sites).where(sites.c.id == site_id).values(**values))
+        self._update(sites, site_id, values)
         self.forget_caches()
 
     def delete_site(self, org_id: int, site_id: int) -> None:
         self.get_site(org_id, site_id)
-        with self.engine.begin() as conn:
-            conn.execute(delete(sites).where(sites.c.id == site_id))
+        self._delete(sites, site_id)
         self.forget_caches()
 
     # -- devices --------------------------------------------------------------------------
@@ -238,15 +233,13 @@ class SqlRegistry(SqlRecordStore):
 
     def update_device(self, device_id: int, values: Record) -> None:
         try:
-            with self.engine.begin() as conn:
-                conn.execute(update(devices).where(devices.c.id == device_id).values(**values))
+            self._update(devices, device_id, values)
         except IntegrityError as exc:
             raise Conflict("that uid, or protocol and topic, is taken by another device") from exc
         self.forget_caches()
 
     def delete_device(self, device_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(devices).where(devices.c.id == device_id))
+        self._delete(devices, device_id)
         self.forget_caches()
 
     def all_devices(self) -> list[Record]:
@@ -387,13 +380,11 @@ class SqlRegistry(SqlRecordStore):
         return self._read_one(org_areas(org_id).where(areas.c.id == area_id), "area")
 
     def update_area(self, area_id: int, values: Record) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(areas).where(areas.c.id == area_id).values(**values))
+        self._update(areas, area_id, values)
 
     def delete_area(self, area_id: int) -> None:
         """Sub-areas go with it (FK cascade); its devices stay on the site without an area."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(areas).where(areas.c.id == area_id))
+        self._delete(areas, area_id)
         self.forget_caches()
 
     # -- devices: selection, claiming, one-time token hand-out (issue 4) ------------------
@@ -556,5 +547,4 @@ class SqlRegistry(SqlRecordStore):
         )
 
     def revoke_api_key(self, key_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(auth_tokens).where(auth_tokens.c.id == key_id).values(revoked=True))
+        self._update(auth_tokens, key_id, {"revoked": True})

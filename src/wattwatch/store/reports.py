@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from wattwatch.store.records import Record, SqlRecordStore
@@ -149,17 +149,11 @@ class SqlReportStore(SqlRecordStore):
         return self._read_owned(report_schedules, org_id, schedule_id, "report schedule")
 
     def update_schedule(self, schedule_id: int, values: Record) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(report_schedules)
-                .where(report_schedules.c.id == schedule_id)
-                .values(**values)
-            )
+        self._update(report_schedules, schedule_id, values)
 
     def delete_schedule(self, org_id: int, schedule_id: int) -> None:
         self.get_schedule(org_id, schedule_id)
-        with self.engine.begin() as conn:
-            conn.execute(delete(report_schedules).where(report_schedules.c.id == schedule_id))
+        self._delete(report_schedules, schedule_id)
 
     def due_schedules(self, now_ms: int) -> list[Record]:
         return self._read(
