@@ -49,6 +49,13 @@ def _control(ww: Wattwatch) -> ControlService:
     return ww.control
 
 
+async def _switch_group(
+    ww: Wattwatch, caller: Caller, body: GroupCommandRequest, **scope: int
+) -> dict[str, Any]:
+    target = Target(**scope, appliance=body.appliance)
+    return await _control(ww).group_command(caller, target, body.action, timeout_s=body.timeout_s)
+
+
 def _schedules(ww: Wattwatch) -> ControlScheduler:
     if ww.schedules is None:
         raise Conflict("schedules are not available in this process")
@@ -107,12 +114,7 @@ async def site_command(
 ) -> dict[str, Any]:
     """Switch every plug of the site (or those feeding ``appliance``) at once; one summary
     ``{group_id, total, ok, refused, timeout, error, results: [...]}``."""
-    return await _control(ww).group_command(
-        caller,
-        Target(site_id=site_id, appliance=body.appliance),
-        body.action,
-        timeout_s=body.timeout_s,
-    )
+    return await _switch_group(ww, caller, body, site_id=site_id)
 
 
 @router.post("/areas/{area_id}/commands")
@@ -121,12 +123,7 @@ async def area_command(
 ) -> dict[str, Any]:
     """Switch every plug of the area and the areas inside it (or those feeding
     ``appliance``); the same summary as a site command."""
-    return await _control(ww).group_command(
-        caller,
-        Target(area_id=area_id, appliance=body.appliance),
-        body.action,
-        timeout_s=body.timeout_s,
-    )
+    return await _switch_group(ww, caller, body, area_id=area_id)
 
 
 # -- schedules ------------------------------------------------------------------------------
