@@ -31,13 +31,7 @@ class SqlAiStore(SqlRecordStore):
     def add_labels(self, rows: Sequence[Record]) -> list[int]:
         """Insert label rows (device_id, appliance, start_ms, end_ms, source, created_by,
         created_ms); returns their ids in order."""
-        ids: list[int] = []
-        with self.engine.begin() as conn:
-            for row in rows:
-                key = conn.execute(insert(ai_labels).values(**row)).inserted_primary_key
-                assert key is not None
-                ids.append(int(key[0]))
-        return ids
+        return self._insert_all(ai_labels, rows)
 
     def list_labels(
         self,

@@ -30,12 +30,7 @@ class SqlControlStore(SqlRecordStore):
     # -- command audit --------------------------------------------------------------------
     def begin_commands(self, rows: Iterable[Record]) -> list[int]:
         """Record commands about to be sent (status ``pending``); their ids, in order."""
-        ids = []
-        with self.engine.begin() as conn:
-            for values in rows:
-                result = conn.execute(insert(device_commands).values(status="pending", **values))
-                ids.append(int(result.inserted_primary_key[0]))  # type: ignore[index]
-        return ids
+        return self._insert_all(device_commands, ({"status": "pending", **v} for v in rows))
 
     def finish_command(
         self, command_id: int, values: Record, *, device_id: int | None, state: int | None

@@ -1,7 +1,8 @@
-"""Rows as records: the reads and inserts every SQLAlchemy Core store of records shares."""
+"""Rows as records: the reads and writes every SQLAlchemy Core store of records shares."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, Table, delete, insert, select, update
@@ -56,8 +57,15 @@ class SqlRecordStore:
 
     def _insert(self, table: Table, values: Record) -> int:
         """Insert one row in its own transaction; its id."""
+        return self._insert_all(table, [values])[0]
+
+    def _insert_all(self, table: Table, rows: Iterable[Record]) -> list[int]:
+        """Insert rows in one transaction; their ids, in order."""
         with self.engine.begin() as conn:
-            return int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+            return [
+                int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])  # type: ignore[index]
+                for values in rows
+            ]
 
     def _update(self, table: Table, record_id: int, values: Record) -> None:
         """Set these values on the record with this id, in their own transaction."""
