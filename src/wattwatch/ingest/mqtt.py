@@ -362,11 +362,11 @@ class MqttIngest:
     def preload(self, limit: int = 100_000) -> int:
         """Blocking (a worker thread): look up every device and its channels ahead of its
         first message — what an external-broker worker does at start. Returns how many."""
-        devices = self.registry.all_devices()[:limit]
+        devices = self.registry.all_devices()[:limit]  # by id
         for device in devices:
             self.devices.put(device)
-            for name in self.registry.channel_ids_of(device["id"]):
-                self.registry.resolve_channel(device["id"], name)
+        if devices:
+            self.registry.cache_channels(devices[-1]["id"])
         return len(devices)
 
     def warm(self, identity: Identity) -> None:

@@ -312,6 +312,18 @@ class SqlRegistry(SqlRecordStore):
             stmt = stmt.where(channels.c.name.in_(list(names)))
         return {r["name"]: r["id"] for r in self._read(stmt)}
 
+    def cache_channels(self, up_to_device_id: int) -> int:
+        """Put the ids of every channel of devices 1..``up_to_device_id`` in the cache that
+        ``resolve_channel`` reads, with one query; returns how many."""
+        stmt = select(channels.c.device_id, channels.c.name, channels.c.id).where(
+            channels.c.device_id <= up_to_device_id
+        )
+        rows = self._read(stmt)
+        with self._lock:
+            for r in rows:
+                self._channel_ids[(r["device_id"], r["name"])] = r["id"]
+        return len(rows)
+
     def resolve_channel(self, device_id: int, name: str) -> int:
         """The id of channel ``name`` of the device, created on first use (bounded)."""
         key = (device_id, name)
