@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.engine import make_url
 
-from wattwatch.errors import ConfigError, SchemaTooNew
+from wattwatch.errors import ConfigError
 from wattwatch.store import rollups
 from wattwatch.store.base import StoredRow
 from wattwatch.store.registry import SqlRegistry
-from wattwatch.store.schema import AI_TABLES, SCHEMA_VERSION, create_ddl, metadata
+from wattwatch.store.schema import AI_TABLES, create_ddl, metadata
 from wattwatch.store.sqlstore import SqlStore, upsert_sql
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class PostgresStore(SqlStore):
 
     backend = "postgresql"
     mark = "%s"
+    data_ddl = _DATA_DDL
+    migrations = MIGRATIONS
 
     def __init__(self, url: str, *, lock: bool = False, pool_size: int = 8) -> None:
         # ``lock`` is accepted for symmetry with SQLite: PostgreSQL takes many writers.
@@ -162,35 +164,15 @@ class PostgresStore(SqlStore):
         self.registry = SqlRegistry(self.engine, self.read_engine)
 
     # -- schema ---------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            # Workers starting together: one creates the schema, the others wait and see it.
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
-            has_meta = conn.exec_driver_sql("SELECT to_regclass('meta')").scalar_one()
-            if has_meta is None:
-                metadata.create_all(conn)
-                for ddl in _DATA_DDL:
-                    conn.exec_driver_sql(ddl)
-                conn.execute(
-                    text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
-                    {"v": str(SCHEMA_VERSION)},
-                )
-                return
-            row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").first()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{redact(self.url)} was written by a newer wattwatch (schema {version}, "
-                    f"this version knows {SCHEMA_VERSION}); upgrade wattwatch"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for ddl in MIGRATIONS.get(step, ()):
-                    conn.exec_driver_sql(ddl)
-            if version != SCHEMA_VERSION:
-                conn.execute(
-                    text("UPDATE meta SET value=:v WHERE key='schema_version'"),
-                    {"v": str(SCHEMA_VERSION)},
-                )
+    def _lock_schema(self, conn: Connection) -> None:
+        # Workers starting together: one creates the schema, the others wait and see it.
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+
+    def _has_schema(self, conn: Connection) -> bool:
+        return conn.exec_driver_sql("SELECT to_regclass('meta')").scalar_one() is not None
+
+    def _where(self) -> str:
+        return redact(self.url)
 
     def partitions(self) -> list[str]:
         """Names of the reading partitions, oldest first."""

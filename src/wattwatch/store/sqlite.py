@@ -8,14 +8,14 @@ import sqlite3
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from wattwatch.errors import ConfigError, DataDirLocked, SchemaTooNew
+from wattwatch.errors import ConfigError, DataDirLocked
 from wattwatch.store import rollups
 from wattwatch.store.registry import SqlRegistry
-from wattwatch.store.schema import AI_TABLES, SCHEMA_VERSION, create_ddl, metadata
+from wattwatch.store.schema import AI_TABLES, create_ddl
 from wattwatch.store.sqlstore import ROLLUP_TABLES, SqlStore, rollup_point, upsert_sql
 
 _READINGS_DDL = (
@@ -111,6 +111,8 @@ class SqliteStore(SqlStore):
 
     backend = "sqlite"
     mark = "?"
+    data_ddl = _READINGS_DDL
+    migrations = MIGRATIONS
 
     def __init__(self, url: str, *, lock: bool = False) -> None:
         super().__init__()
@@ -130,35 +132,14 @@ class SqliteStore(SqlStore):
         self._last: dict[int, rollups.Point | None] = {}
 
     # -- schema ---------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            has_meta = conn.exec_driver_sql(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-            ).first()
-            if not has_meta:
-                metadata.create_all(conn)
-                for ddl in _READINGS_DDL:
-                    conn.exec_driver_sql(ddl)
-                conn.execute(
-                    text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
-                    {"v": str(SCHEMA_VERSION)},
-                )
-                return
-            row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").first()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{self.path} was written by a newer wattwatch (schema {version}, this "
-                    f"version knows {SCHEMA_VERSION}); upgrade wattwatch"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for ddl in MIGRATIONS.get(step, ()):
-                    conn.exec_driver_sql(ddl)
-            if version != SCHEMA_VERSION:
-                conn.execute(
-                    text("UPDATE meta SET value=:v WHERE key='schema_version'"),
-                    {"v": str(SCHEMA_VERSION)},
-                )
+    def _has_schema(self, conn: Connection) -> bool:
+        found = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).first()
+        return found is not None
+
+    def _where(self) -> str:
+        return str(self.path)
 
     # -- writing: the shared path in SqlStore; BEGIN IMMEDIATE keeps other writers out ------
     def _last_points(self, cur: Any, channel_ids: list[int]) -> dict[int, rollups.Point | None]:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from wattwatch.domain import Interval
+from wattwatch.errors import SchemaTooNew
 from wattwatch.store import rollups
 from wattwatch.store.base import StoredRow, decode_row
 from wattwatch.store.registry import SqlRegistry
+from wattwatch.store.schema import SCHEMA_VERSION, metadata
 
 ROLLUP_TABLES: dict[Interval, str] = {
     Interval.MINUTE: "rollup_1m",
@@ -87,6 +89,51 @@ class SqlStore:
     def __init__(self) -> None:
         # One writer thread per process (the pipeline's); other processes are the backend's job.
         self._write_lock = threading.Lock()
+
+    # -- schema ---------------------------------------------------------------------------
+    # The backend's DDL of the data tables (readings, rollups), and its migration steps:
+    # schema version → the statements that bring the previous version to it.
+    data_ddl: ClassVar[tuple[str, ...]] = ()
+    migrations: ClassVar[Mapping[int, tuple[str, ...]]] = {}
+
+    def _lock_schema(self, conn: Connection) -> None:
+        """Inside the migration's transaction: keep other processes from migrating at once."""
+
+    def _has_schema(self, conn: Connection) -> bool:
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        """The database as an error message names it (no password)."""
+        raise NotImplementedError
+
+    def _migrate(self) -> None:
+        """Create the schema in an empty database, or bring an older one up to this version."""
+        with self.engine.begin() as conn:
+            self._lock_schema(conn)
+            if not self._has_schema(conn):
+                metadata.create_all(conn)
+                for ddl in self.data_ddl:
+                    conn.exec_driver_sql(ddl)
+                conn.execute(
+                    text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"),
+                    {"v": str(SCHEMA_VERSION)},
+                )
+                return
+            row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").first()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self._where()} was written by a newer wattwatch (schema {version}, this "
+                    f"version knows {SCHEMA_VERSION}); upgrade wattwatch"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for ddl in self.migrations.get(step, ()):
+                    conn.exec_driver_sql(ddl)
+            if version != SCHEMA_VERSION:
+                conn.execute(
+                    text("UPDATE meta SET value=:v WHERE key='schema_version'"),
+                    {"v": str(SCHEMA_VERSION)},
+                )
 
     # -- backend steps --------------------------------------------------------------------
     def _before_write(self, rows: Sequence[StoredRow]) -> None:
