@@ -120,6 +120,7 @@ class Wattwatch:
             stats,
             queue_readings=settings.ingest_queue_readings,
             batch_readings=settings.ingest_batch_readings,
+            decode_processes=settings.decode_processes,
         )
         alerts, hooks, webhooks = build_alerts_and_hooks(settings, store, pipeline)
         reports, report_scheduler = build_reports(settings, store)

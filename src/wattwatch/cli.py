@@ -19,6 +19,7 @@ from rich.table import Table
 
 from wattwatch import __version__
 from wattwatch.app import Wattwatch
+from wattwatch.cli_sim import ExitSignalsReturn
 from wattwatch.cli_sim import register as register_sim_commands
 from wattwatch.config import Settings
 from wattwatch.domain import DeviceKind, DeviceProtocol, Interval, Role
@@ -245,7 +246,8 @@ def serve(
         if mqtt is not None:
             console.print(f"  {mqtt_banner(settings)}")
         sys.stdout.flush()
-        run_loop(server.serve())
+        with ExitSignalsReturn():  # after a graceful shutdown the store closes, exit 0
+            run_loop(server.serve())
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -119,7 +119,7 @@ def demo(
             **uvicorn_options(ww),
         )
         server = uvicorn.Server(config)
-        with _ExitSignalsReturn():
+        with ExitSignalsReturn():
             asyncio.run(_serve_demo(server, the_demo, settings, mqtt_on, provisioned.created))
 
 
@@ -188,7 +188,7 @@ async def _serve_demo(
     await serving
 
 
-class _ExitSignalsReturn:
+class ExitSignalsReturn:
     """uvicorn re-raises the SIGINT/SIGTERM it handled once it has shut down; with the
     default handlers that would kill the process before the store is closed. These
     handlers let ``serve()`` return instead."""

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -44,6 +47,8 @@ _CORE_SET = frozenset(CORE_METRICS)
 _BOUNDS = {name: (spec.lo, spec.hi, spec.unit) for name, spec in METRICS.items()}
 _INT_TYPE = frozenset((int,))
 _NUMBER_TYPES = frozenset((int, float))
+# JSON uploads from this size (about 500 readings) go to a decoder process, if there is one.
+DECODE_ELSEWHERE_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -160,6 +165,7 @@ class IngestPipeline:
         *,
         queue_readings: int = 200_000,
         batch_readings: int = 20_000,
+        decode_processes: int = 0,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -172,6 +178,8 @@ class IngestPipeline:
         self._writer: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._listeners: list[Listener] = []
+        self.decode_processes = decode_processes
+        self._decoders: ProcessPoolExecutor | None = None
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with every committed batch (live stream, alerts, hooks)."""
@@ -190,6 +198,9 @@ class IngestPipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
         self._executor.shutdown(wait=True)
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True, cancel_futures=True)
+            self._decoders = None
 
     @property
     def queued_readings(self) -> int:
@@ -211,6 +222,37 @@ class IngestPipeline:
         received = now_ms() if received_ms is None else received_ms
         rows, _, bad = normalise(device["id"], readings, self.channels, received, indices)
         return await self.ingest_rows(device, rows, [*rejected, *bad])
+
+    async def decode_json(self, body: bytes) -> UniformBatch | None:
+        """A large JSON upload decoded and checked in a decoder process, when there are any.
+
+        None when there are none, when the body is small (the round trip would cost more
+        than it saves), or when it is not a uniform batch of valid readings: the caller then
+        decodes it in-process, which also names every reason a reading is rejected.
+        """
+        if self.decode_processes <= 0 or len(body) < DECODE_ELSEWHERE_BYTES:
+            return None
+        if self._decoders is None:
+            # Started on first use; "spawn": the server process has threads, forking it is
+            # not safe.
+            self._decoders = ProcessPoolExecutor(
+                self.decode_processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decoders, decode_uniform, body, now_ms())
+
+    async def ingest_uniform(
+        self, device: dict[str, Any], batch: UniformBatch
+    ) -> BatchResult | None:
+        """Store a batch ``decode_json`` made; None when one of its channels cannot be had
+        (too many): the caller then takes the general path, which rejects just those."""
+        rows = await asyncio.to_thread(batch.rows, device["id"], self.channels)
+        if rows is None:
+            return None
+        return await self.ingest_rows(device, rows, ())
 
     async def ingest_objects(self, device: dict[str, Any], objects: list[Any]) -> BatchResult:
         """Ingest a parsed JSON array of native reading objects (the HTTP batch body)."""
@@ -361,20 +403,39 @@ class IngestPipeline:
                     self._queue.task_done()
 
 
-def normalise_uniform(
-    device_id: int,
-    objects: list[Any],
-    channels: ChannelDirectory,
-    received_ms: int,
-) -> tuple[list[StoredRow], list[Rejection]] | None:
-    """Columnar fast path of ``normalise`` for a batch of same-shaped native reading objects.
+@dataclass(slots=True)
+class UniformBatch:
+    """A uniform batch of reading objects, checked and scaled column-wise, before its channels
+    are known (so a decoder process can make it): stored units, one entry per reading."""
 
-    Uploads from firmware and collectors are almost always uniform: every object has the same
-    keys, integer ``ts`` and numeric metrics. Such a batch is checked and scaled with numpy in
-    a few passes instead of a Python loop per value. Returns None when the batch is not of that
-    shape (the caller then takes the general path); rows that fail a check are handed to the
-    general path one by one so they get the same reasons.
-    """
+    ts: list[int]
+    scaled: list[list[int] | None]  # per core metric (CORE_METRICS order): mW, mWh, mV, mA
+    names: list[str] | None  # each reading's channel; None: all on the default channel
+    extra: list[str] | None  # each reading's other metrics as JSON; None: there are none
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def rows(self, device_id: int, channels: ChannelDirectory) -> list[StoredRow] | None:
+        """The stored rows (None when a channel cannot be resolved, e.g. one too many)."""
+        n = len(self.ts)
+        try:
+            if self.names is None:
+                ch_col = [channels.resolve_channel(device_id, DEFAULT_CHANNEL)] * n
+            else:
+                ids = {name: channels.resolve_channel(device_id, name) for name in set(self.names)}
+                ch_col = [ids[name] for name in self.names]
+        except InvalidInput:
+            return None  # the general path rejects just those rows
+        nothing: list[None] = [None] * n
+        columns = [nothing if col is None else col for col in self.scaled]
+        extra = nothing if self.extra is None else self.extra
+        return list(zip(ch_col, self.ts, *columns, extra, strict=True))  # type: ignore[arg-type]
+
+
+def _uniform_columns(objects: list[Any], received_ms: int) -> tuple[Any, ...] | None:
+    """(metrics, ts, {metric: values}, names, ok) of a batch of same-shaped native reading
+    objects, every check done column-wise; None when the batch is not of that shape."""
     import numpy as np
 
     if not objects or set(map(type, objects)) != {dict}:
@@ -411,6 +472,82 @@ def normalise_uniform(
         set(map(type, names)) != {str} or not all(0 < len(n) <= 64 for n in set(names))
     ):
         return None
+    return metrics, ts, columns, names, ok
+
+
+def _scaled(
+    metrics: list[str],
+    ts: Any,
+    columns: dict[str, Any],
+    names: list[str] | None,
+    objects: list[Any],
+) -> UniformBatch:
+    import numpy as np
+
+    scaled: list[list[int] | None] = [
+        np.rint(columns[m] * 1000).astype(np.int64).tolist() if m in columns else None
+        for m in CORE_METRICS
+    ]
+    extra_names = [m for m in metrics if m not in _CORE_SET]
+    extra = (
+        [orjson.dumps({m: o[m] for m in extra_names}).decode() for o in objects]
+        if extra_names
+        else None
+    )
+    return UniformBatch(ts.tolist(), scaled, names, extra)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Decoder process start-up: exit as soon as the server process is gone. A process pool's
+    worker waits for work forever on a pipe it holds both ends of, so a server killed with
+    SIGKILL would leave it behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def decode_uniform(body: bytes, received_ms: int) -> UniformBatch | None:
+    """A JSON array body whose readings are all same-shaped and valid, decoded and scaled;
+    None for anything else (invalid JSON, another shape, a reading to reject), which the
+    caller then decodes itself and answers with every reason. Pure: runs in a decoder
+    process (``IngestPipeline(decode_processes=N)``)."""
+    from wattwatch.ingest.http import BodyError, json_items
+
+    try:
+        objects = json_items(orjson.loads(body))
+    except (orjson.JSONDecodeError, BodyError):
+        return None
+    found = _uniform_columns(objects, received_ms)
+    if found is None or not found[4].all():
+        return None
+    metrics, ts, columns, names, _ = found
+    return _scaled(metrics, ts, columns, names, objects)
+
+
+def normalise_uniform(
+    device_id: int,
+    objects: list[Any],
+    channels: ChannelDirectory,
+    received_ms: int,
+) -> tuple[list[StoredRow], list[Rejection]] | None:
+    """Columnar fast path of ``normalise`` for a batch of same-shaped native reading objects.
+
+    Uploads from firmware and collectors are almost always uniform: every object has the same
+    keys, integer ``ts`` and numeric metrics. Such a batch is checked and scaled with numpy in
+    a few passes instead of a Python loop per value. Returns None when the batch is not of that
+    shape (the caller then takes the general path); rows that fail a check are handed to the
+    general path one by one so they get the same reasons.
+    """
+    import numpy as np
+
+    found = _uniform_columns(objects, received_ms)
+    if found is None:
+        return None
+    metrics, ts, columns, names, ok = found
     rejected: list[Rejection] = []
     bad = np.flatnonzero(~ok)
     if len(bad):
@@ -423,7 +560,7 @@ def normalise_uniform(
                 continue
             _, _, why = normalise(device_id, [item], channels, received_ms, [i])
             rejected.extend(why)
-    if len(bad):  # from here on, the good rows only
+        # from here on, the good rows only
         keep = np.flatnonzero(ok)
         keep_list = keep.tolist()
         objects = [objects[i] for i in keep_list]
@@ -431,26 +568,7 @@ def normalise_uniform(
         columns = {m: col[keep] for m, col in columns.items()}
         if names is not None:
             names = [names[i] for i in keep_list]
-    n = len(objects)
-    try:
-        if names is None:
-            ch_col = [channels.resolve_channel(device_id, DEFAULT_CHANNEL)] * n
-        else:
-            ids = {name: channels.resolve_channel(device_id, name) for name in set(names)}
-            ch_col = [ids[name] for name in names]
-    except InvalidInput:
-        return None  # e.g. too many channels: the general path rejects just those rows
-    scaled: list[list[Any]] = []
-    for m in CORE_METRICS:
-        if m in columns:
-            scaled.append(np.rint(columns[m] * 1000).astype(np.int64).tolist())
-        else:
-            scaled.append([None] * n)
-    extra_names = [m for m in metrics if m not in _CORE_SET]
-    extra: list[str | None] = (
-        [orjson.dumps({m: o[m] for m in extra_names}).decode() for o in objects]
-        if extra_names
-        else [None] * n
-    )
-    rows: list[StoredRow] = list(zip(ch_col, ts.tolist(), *scaled, extra, strict=True))  # type: ignore[arg-type]
+    rows = _scaled(metrics, ts, columns, names, objects).rows(device_id, channels)
+    if rows is None:
+        return None
     return rows, rejected
