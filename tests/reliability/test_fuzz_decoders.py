@@ -22,6 +22,7 @@ Examples per property: see tests/reliability/fuzzing.py (200 in CI; ``WATTWATCH_
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -46,7 +47,7 @@ from wattwatch.domain import (
 )
 from wattwatch.errors import WattwatchError
 from wattwatch.ingest.http import MAX_BATCH_READINGS, BodyError, parse_batch, parse_json_array
-from wattwatch.ingest.pipeline import normalise, normalise_uniform
+from wattwatch.ingest.pipeline import decode_uniform, normalise, normalise_uniform
 from wattwatch.protocols import ADAPTERS, MAX_ITEMS
 from wattwatch.registry.service import Principal
 from wattwatch.store.base import CORE_METRICS, ChannelDirectory, StoredRow
@@ -555,12 +556,23 @@ def test_uniform_fast_path_agrees_with_the_general_path(
         fast = normalise_uniform(device_id, objects, channels, RECEIVED_MS)
     except WattwatchError as exc:  # pragma: no cover - reported below
         pytest.fail(f"the fast path raised {exc!r}; the general path rejects per row")
+    # What a decoder process makes of the same body (WATTWATCH_DECODE_PROCESSES): a batch
+    # only when every reading is good, and then the same rows.
+    elsewhere = decode_uniform(json.dumps(objects).encode(), RECEIVED_MS)
     if fast is None:
+        assert elsewhere is None
         return  # not of the uniform shape: the general path alone decides
     rows, rejected = fast
     expected_rows, expected_rejected = general_path(device_id, objects, channels)
     assert sorted(r.index for r in rejected) == expected_rejected
     assert [tuple(r) for r in rows] == [tuple(r) for r in expected_rows]
+    if rejected:
+        assert elsewhere is None
+    else:
+        assert elsewhere is not None
+        assert [tuple(r) for r in elsewhere.rows(device_id, channels) or []] == [
+            tuple(r) for r in rows
+        ]
 
 
 # --- giant arrays and bodies at the limits ----------------------------------------------------
