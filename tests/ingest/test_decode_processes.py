@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from tests.conftest import login
@@ -54,14 +55,22 @@ def batch(start: int, n: int) -> list[dict[str, Any]]:
     ]
 
 
+def with_decoder(
+    server_factory: Any, monkeypatch: pytest.MonkeyPatch, uid: str
+) -> tuple[Any, httpx.Client, dict[str, Any]]:
+    """A server with one decoder process, the owner's client and a new device."""
+    monkeypatch.setenv("WATTWATCH_DECODE_PROCESSES", "1")
+    srv = server_factory()
+    api = login(srv.url, "owner@localhost", srv.password)
+    device = api.post("/api/v1/devices", json={"name": "panel", "uid": uid}).json()
+    return srv, api, device
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_uploads_decoded_elsewhere_store_what_in_process_decoding_stores(
     server_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WATTWATCH_DECODE_PROCESSES", "1")
-    srv = server_factory()
-    api = login(srv.url, "owner@localhost", srv.password)
-    device = api.post("/api/v1/devices", json={"name": "panel", "uid": "dec-1"}).json()
+    srv, api, device = with_decoder(server_factory, monkeypatch, "dec-1")
     headers = {"Authorization": f"Bearer {device['token']}", "Content-Type": "application/json"}
 
     def upload(body: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,10 +119,7 @@ def test_uploads_decoded_elsewhere_store_what_in_process_decoding_stores(
 def test_a_stopped_server_stops_its_decoder(
     server_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WATTWATCH_DECODE_PROCESSES", "1")
-    srv = server_factory()
-    api = login(srv.url, "owner@localhost", srv.password)
-    device = api.post("/api/v1/devices", json={"name": "panel", "uid": "dec-2"}).json()
+    srv, api, device = with_decoder(server_factory, monkeypatch, "dec-2")
     r = api.post(
         "/api/v1/telemetry",
         content=orjson.dumps(batch(0, 2000)),
