@@ -93,6 +93,9 @@ def test_uploads_decoded_elsewhere_store_what_in_process_decoding_stores(
     assert answer["accepted"] == 1998 and answer["duplicates"] == 0
     assert [r["index"] for r in answer["rejected"]] == [7, 9]
     assert "voltage_v" in answer["rejected"][0]["reason"]
+    # A large body that is not JSON: the same clear 4xx as without a decoder.
+    r = api.post("/api/v1/telemetry", content=b"[" * DECODE_ELSEWHERE_BYTES, headers=headers)
+    assert r.status_code == 422 and "not valid JSON" in r.text, r.text
     # Read back: exactly what was sent, in stored units.
     r = api.get(
         f"/api/v1/devices/{device['id']}/readings",

@@ -522,9 +522,11 @@ def decode_uniform(body: bytes, received_ms: int) -> UniformBatch | None:
     except (orjson.JSONDecodeError, BodyError):
         return None
     found = _uniform_columns(objects, received_ms)
-    if found is None or not found[4].all():
+    if found is None:
         return None
-    metrics, ts, columns, names, _ = found
+    metrics, ts, columns, names, ok = found
+    if not ok.all():
+        return None
     return _scaled(metrics, ts, columns, names, objects)
 
 
